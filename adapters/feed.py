@@ -1,0 +1,356 @@
+"""Feeds (RSS 0.9x/1.0/2.0, Atom 0.3/1.0) to observations, one per entry.
+
+Three steps, so the risky one can run in a worker process with a wall-clock limit:
+
+1. :func:`adapters.xmlguard.check_prolog` (in the caller): refuse DTD tricks before any
+   XML parser runs.
+2. :func:`extract_feed` (in a worker, see :class:`FeedParserPool`): feedparser, given the
+   bytes wrapped in ``BytesIO`` (handed a bare ``bytes`` value that happens to name a file,
+   feedparser 6.0 opens the file), then HTML to text. It returns plain dicts of str, int,
+   bool and None: that is all that crosses the process boundary (cheap and safe to
+   pickle; feedparser's own objects and our dataclasses stay on their side).
+3. :func:`build_result` (in the caller): identity rules and :class:`Observation` objects.
+
+Identity: ``guid`` is the entry id, else its link, else ``sha256:`` of title and body.
+Two entries of one feed with the same guid are both kept: the second becomes
+``guid#2``, the third ``guid#3`` (in document order); nothing is merged or dropped.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import io
+import multiprocessing
+import queue
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import feedparser
+
+from adapters.errors import AdapterError, UnusableInput
+from adapters.htmltext import collapse, html_to_line, html_to_text, plain_to_text
+from adapters.normalize import sha256_text
+from adapters.observation import Observation
+from adapters.xmlguard import check_prolog
+
+__all__ = [
+    "FeedParserPool",
+    "FeedResult",
+    "build_result",
+    "extract_feed",
+    "parse_feed",
+    "parse_feed_inline",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedResult:
+    observations: list[Observation]
+    title: str | None
+    ttl_seconds: int | None  # from <ttl>, which is in minutes
+    bozo: bool  # feedparser found the document malformed but got entries out of it
+    bozo_reason: str | None
+    entries_published: list[datetime]  # aware UTC, published else updated, document order
+
+
+# -- 2. feedparser, in the worker ----------------------------------------------------------
+
+
+def extract_feed(body: bytes, url: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Run feedparser and reduce its result to plain, picklable values."""
+    response_headers = {k.lower(): v for k, v in headers.items()}
+    response_headers.setdefault("content-location", url)  # base for relative links
+    response_headers.setdefault("content-type", "application/xml")  # else bozo "no type"
+    parsed = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=response_headers,
+        resolve_relative_uris=False,  # links inside content: we keep only its text
+        sanitize_html=False,  # the markup is discarded by html_to_text
+    )
+    exc = parsed.get("bozo_exception")
+    return {
+        "version": parsed.get("version") or "",
+        "bozo": bool(parsed.get("bozo")),
+        "bozo_reason": f"{type(exc).__name__}: {exc}" if exc is not None else None,
+        "title": _detail_text(parsed.feed, "title") or None,
+        "ttl": str(parsed.feed.get("ttl") or ""),
+        "entries": [_entry(e) for e in parsed.entries],
+    }
+
+
+def _entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": (entry.get("id") or "").strip(),
+        "link": (entry.get("link") or "").strip(),
+        "title": _detail_text(entry, "title"),
+        "body": _best_body(entry),
+        "published": _timestamp(entry.get("published_parsed")),
+        "updated": _timestamp(entry.get("updated_parsed")),
+        "byline": _byline(entry),
+    }
+
+
+def _is_html(content_type: str | None) -> bool:
+    return "html" in (content_type or "text/html")
+
+
+def _detail_text(node: Mapping[str, Any], key: str) -> str:
+    value = node.get(key) or ""
+    detail = node.get(f"{key}_detail") or {}
+    return html_to_line(value) if _is_html(detail.get("type")) else collapse(value)
+
+
+def _best_body(entry: Mapping[str, Any]) -> str:
+    """The longest text among content[] and summary (a summary is often just a teaser)."""
+    parts = [(c.get("value") or "", c.get("type")) for c in entry.get("content") or []]
+    if entry.get("summary"):
+        parts.append((entry["summary"], (entry.get("summary_detail") or {}).get("type")))
+    texts = [html_to_text(v) if _is_html(t) else plain_to_text(v) for v, t in parts]
+    return max(texts, key=len, default="")
+
+
+def _byline(entry: Mapping[str, Any]) -> str | None:
+    names = [collapse(a.get("name") or "") for a in entry.get("authors") or []]
+    names = [n for n in names if n] or [collapse(entry.get("author") or "")]
+    return ", ".join(n for n in names if n) or None
+
+
+def _timestamp(parsed: Any) -> int | None:
+    try:
+        return calendar.timegm(parsed) if parsed else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+# -- 3. back in the caller -------------------------------------------------------------------
+
+
+def build_result(raw: Mapping[str, Any], *, url: str) -> FeedResult:
+    """Observations from :func:`extract_feed`'s output; refuses what is not a feed."""
+    entries = raw["entries"]
+    if not entries and (raw["bozo"] or not raw["version"]):
+        reason = raw["bozo_reason"] or "no feed format recognised and no entries"
+        raise UnusableInput("not-a-feed", f"not a feed at {url}: {reason}")
+    title = raw["title"]
+    guids = _unique_guids(entries)
+    observations = [_observation(e, g, title, url) for e, g in zip(entries, guids, strict=True)]
+    dates = [_datetime(e["published"] or e["updated"]) for e in entries]
+    return FeedResult(
+        observations=observations,
+        title=title,
+        ttl_seconds=_ttl_seconds(raw["ttl"]),
+        bozo=raw["bozo"],
+        bozo_reason=raw["bozo_reason"],
+        entries_published=[d for d in dates if d is not None],
+    )
+
+
+def _unique_guids(entries: list[Mapping[str, Any]]) -> list[str]:
+    used: set[str] = set()
+    guids = []
+    for entry in entries:
+        base = entry["id"] or entry["link"] or _content_guid(entry)
+        guid, n = base, 1
+        while guid in used:
+            n += 1
+            guid = f"{base}#{n}"
+        used.add(guid)
+        guids.append(guid)
+    return guids
+
+
+def _content_guid(entry: Mapping[str, Any]) -> str:
+    return "sha256:" + sha256_text(entry["title"] + "\n" + entry["body"])
+
+
+def _observation(entry: Mapping[str, Any], guid: str, source: str | None, url: str) -> Observation:
+    return Observation(
+        title=entry["title"],
+        body=entry["body"],
+        url=_absolute_link(entry["link"], url),
+        source_name=source,
+        published_at=_datetime(entry["published"]),
+        updated_at=_datetime(entry["updated"]),
+        byline=entry["byline"],
+        guid=guid,
+        channel="feed",
+    )
+
+
+def _absolute_link(link: str, feed_url: str) -> str | None:
+    if not link:
+        return None
+    absolute = urljoin(feed_url, link)
+    return absolute if urlsplit(absolute).scheme in ("http", "https") else None
+
+
+def _datetime(timestamp: int | None) -> datetime | None:
+    if timestamp is None:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _ttl_seconds(ttl: str) -> int | None:
+    ttl = ttl.strip()
+    return int(ttl) * 60 if ttl.isdigit() and int(ttl) > 0 else None
+
+
+# -- the worker pool -----------------------------------------------------------------------
+
+Extractor = Callable[[bytes, str, Mapping[str, str]], dict[str, Any]]
+_STARTUP_TIMEOUT = 60.0
+
+
+def _worker_main(conn: Any, target: Extractor) -> None:
+    """Loop of one worker process: a job is (body, url, headers); None means stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    conn.send(("ready",))
+    while (job := conn.recv()) is not None:
+        try:
+            conn.send(("ok", target(*job)))
+        except UnusableInput as exc:
+            conn.send(("unusable", exc.reason, str(exc)))
+        except Exception as exc:  # per-job boundary: report it, keep serving
+            conn.send(("error", "parse-error", f"{type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, target: Extractor) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, target), name="storyline-feedparser", daemon=True
+        )
+        self.process.start()
+        child.close()
+        if not self.conn.poll(_STARTUP_TIMEOUT):
+            self.kill()
+            raise AdapterError(f"feed parser worker did not start in {_STARTUP_TIMEOUT:g} s")
+        self.conn.recv()
+
+    def call(self, job: tuple[bytes, str, dict[str, str]], timeout: float) -> tuple[Any, ...]:
+        """The worker's answer, or None when it ran out of time or died."""
+        try:
+            self.conn.send(job)
+            return self.conn.recv() if self.conn.poll(timeout) else ()
+        except (EOFError, OSError):
+            return ()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(2.0)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+        self.process.close()
+
+
+class FeedParserPool:
+    """Long-lived worker processes running feedparser under a wall-clock limit.
+
+    Owned by the daemon (no module-level state); thread-safe: a caller takes an idle
+    worker, waits for it if all are busy. A worker that overruns ``timeout`` is killed
+    and replaced; one that finishes is reused. ``target`` is replaceable for tests and
+    must be a module-level function (it is pickled by name into the worker).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        timeout: float = 10.0,
+        target: Extractor = extract_feed,
+        context: str = "forkserver",  # never "fork": the daemon runs threads
+    ) -> None:
+        self._ctx = multiprocessing.get_context(context)
+        self._timeout, self._target = timeout, target
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        for _ in range(workers or multiprocessing.cpu_count()):
+            self._idle.put(_Worker(self._ctx, target))
+
+    def parse(self, body: bytes, url: str, headers: Mapping[str, str] | None = None) -> FeedResult:
+        check_prolog(body, headers)
+        return build_result(self._run((body, url, dict(headers or {})), url), url=url)
+
+    def _run(self, job: tuple[bytes, str, dict[str, str]], url: str) -> dict[str, Any]:
+        worker = self._take()
+        answer = worker.call(job, self._timeout)
+        if not answer:
+            worker.kill()
+            worker = _Worker(self._ctx, self._target)
+        self._give_back(worker)
+        if not answer:
+            raise UnusableInput(
+                "parse-timeout", f"feed parsing at {url} exceeded {self._timeout:g} s"
+            )
+        if answer[0] != "ok":
+            raise UnusableInput(answer[1], f"{answer[2]} (at {url})")
+        return dict(answer[1])
+
+    def _take(self) -> _Worker:
+        while not self._closed.is_set():
+            try:
+                return self._idle.get(timeout=0.5)
+            except queue.Empty:
+                continue
+        raise AdapterError("feed parser pool is closed")
+
+    def _give_back(self, worker: _Worker) -> None:
+        self._idle.put(worker)
+        if self._closed.is_set():  # close() may have drained the queue before this put
+            self._stop_idle()
+
+    def _stop_idle(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().stop()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        """Stop idle workers now; busy ones stop when their current job ends."""
+        self._closed.set()
+        self._stop_idle()
+
+    def __enter__(self) -> FeedParserPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- entry points ------------------------------------------------------------------------------
+
+
+def parse_feed_inline(
+    body: bytes, *, url: str, headers: Mapping[str, str] | None = None
+) -> FeedResult:
+    """Parse in this process, with no time limit: for tests, benchmarks and trusted input."""
+    check_prolog(body, headers)
+    return build_result(extract_feed(body, url, headers or {}), url=url)
+
+
+def parse_feed(
+    body: bytes, *, url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0
+) -> FeedResult:
+    """Parse in a one-off worker process killed after ``timeout`` seconds.
+
+    Starting a process costs far more than parsing: a long-running caller should own a
+    :class:`FeedParserPool` and call its ``parse`` instead.
+    """
+    with FeedParserPool(workers=1, timeout=timeout) as pool:
+        return pool.parse(body, url, headers)

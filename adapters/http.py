@@ -1,0 +1,442 @@
+"""The project's one HTTP client: limits, conditional GET, SSRF guard, per-host politeness.
+
+Exceptions raised by :meth:`HttpClient.fetch`::
+
+    AdapterError                     (adapters.errors)
+     └── FetchError                  .url, .status
+          ├── TransientFetchError    .retry_after -- try again later, with backoff
+          │                          (timeout, deadline, connection/DNS error, 408, 429, 5xx)
+          └── PermanentFetchError    -- fix the source before trying again
+               │                     (bad scheme, blocked address, HTTPS->HTTP downgrade,
+               │                      redirect loop / too many redirects, body too large,
+               │                      undecodable body, other 4xx)
+               ├── NotFound          status 404 -- back off, keep the source
+               └── Gone              status 410 -- the only status that retires a source
+
+Every message names the URL and the offending value.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import ipaddress
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from adapters.errors import AdapterError
+
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo-compatible
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_ALLOWED_SCHEMES = frozenset({"http", "https"})
+# Blocked on top of the ipaddress flags (is_private etc.), which miss CGNAT in 3.11.
+_BLOCKED_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10", "0.0.0.0/8")
+)
+
+
+def _default_user_agent() -> str:
+    try:
+        version = importlib.metadata.version("storyline")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return f"storyline/{version} (+https://github.com/storyline/storyline)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpSettings:
+    timeout_connect: float = 10.0
+    timeout_read: float = 20.0  # longest silence between two reads
+    deadline: float = 30.0  # whole fetch, all redirect hops and the body included
+    max_body_bytes: int = 15 * 1024 * 1024  # after decompression
+    max_redirects: int = 5
+    allow_private_networks: bool = False
+    allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the SSRF guard (LAN sources)
+    per_host_concurrency: int = 2
+    per_host_min_delay: float = 1.0  # seconds between two request starts to one host
+    user_agent: str = field(default_factory=_default_user_agent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchResult:
+    url: str  # final URL, after redirects
+    status: int
+    headers: Mapping[str, str]  # lower-case keys
+    body: bytes  # decompressed; empty when not_modified
+    not_modified: bool
+    etag: str | None
+    last_modified: str | None
+    retry_after: float | None  # seconds
+    elapsed: float  # seconds, from the first request start
+    redirects: tuple[str, ...]  # every URL redirected to, in order
+
+
+class FetchError(AdapterError):
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class TransientFetchError(FetchError):
+    def __init__(
+        self, message: str, *, url: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, url=url, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentFetchError(FetchError):
+    pass
+
+
+class NotFound(PermanentFetchError):
+    pass
+
+
+class Gone(PermanentFetchError):
+    pass
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait, from delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def is_blocked_address(address: str) -> bool:
+    """True for loopback, private, link-local, CGNAT, ULA, multicast, reserved addresses."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    flags = (ip.is_loopback, ip.is_private, ip.is_link_local, ip.is_multicast)
+    if any(flags) or ip.is_unspecified or ip.is_reserved:
+        return True
+    return any(ip.version == net.version and ip in net for net in _BLOCKED_NETWORKS)
+
+
+class _HostGate:
+    """Per-host concurrency limit and minimum delay between request starts. Thread-safe."""
+
+    def __init__(
+        self, settings: HttpSettings, sleep: Callable[[float], None], clock: Callable[[], float]
+    ):
+        self._settings, self._sleep, self._clock = settings, sleep, clock
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._next_start: dict[str, float] = {}
+
+    def enter(self, host: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            slot = self._slots.setdefault(
+                host, threading.BoundedSemaphore(self._settings.per_host_concurrency)
+            )
+        slot.acquire()
+        with self._lock:  # reserve a start time, then wait for it outside the lock
+            now = self._clock()
+            start = max(now, self._next_start.get(host, now))
+            self._next_start[host] = start + self._settings.per_host_min_delay
+        if start > now:
+            self._sleep(start - now)
+        return slot
+
+
+class _Decoder:
+    """Content-Encoding decoding with a cap: never inflates more than ``limit`` bytes."""
+
+    def __init__(self, encodings: list[str], *, url: str) -> None:
+        self._url = url
+        self._chain: list[Any] = []
+        for name in reversed(encodings):  # the last encoding applied is undone first
+            if name in ("gzip", "x-gzip"):
+                self._chain.append(zlib.decompressobj(zlib.MAX_WBITS | 32))
+            elif name == "deflate":
+                self._chain.append(None)  # zlib-wrapped or raw: decided on the first bytes
+            elif name != "identity":
+                raise PermanentFetchError(
+                    f"unsupported Content-Encoding {name!r} at {url}", url=url
+                )
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        for i, step in enumerate(self._chain):
+            if step is None:
+                step = self._chain[i] = _deflate_for(data)
+            try:
+                data = step.decompress(data, limit + 1)
+            except zlib.error as exc:
+                raise PermanentFetchError(
+                    f"undecodable body at {self._url}: {exc}", url=self._url
+                ) from exc
+            if step.unconsumed_tail:  # more output than the cap allows
+                return data + b"\0"  # one byte past limit: the caller refuses it
+        return data
+
+
+def _deflate_for(first: bytes) -> Any:
+    """HTTP "deflate" should be zlib-wrapped; some servers send raw deflate."""
+    zlib_header = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+    return zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+
+
+class HttpClient:
+    """Fetches one URL at a time per call; safe to call from many threads at once."""
+
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        resolver: Resolver | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._resolver = resolver or socket.getaddrinfo
+        self._clock = clock
+        self._gate = _HostGate(settings, sleep, clock)
+        self._allowed = tuple(ipaddress.ip_network(n) for n in settings.allowed_networks)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._client = httpx.Client(
+            transport=transport, follow_redirects=False, limits=limits, trust_env=False
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> FetchResult:
+        headers = self._request_headers(etag, last_modified)
+        started: float | None = None
+        current = self._validate_url(url, previous=None)
+        visited = [str(current)]  # the URL asked for, then every redirect target
+        while True:
+            slot = self._gate.enter(current.host)
+            try:
+                started = self._clock() if started is None else started
+                with self._send(current, headers, started) as response:
+                    target = self._redirect_target(response, current, visited)
+                    if target is None:
+                        return self._finish(response, current, started, visited[1:])
+            finally:
+                slot.release()
+            visited.append(str(target))
+            current = target
+
+    # -- one hop ---------------------------------------------------------------------
+
+    def _request_headers(self, etag: str | None, last_modified: str | None) -> dict[str, str]:
+        headers = {"User-Agent": self._settings.user_agent, "Accept-Encoding": "gzip, deflate"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        return headers
+
+    def _send(self, url: httpx.URL, headers: dict[str, str], started: float) -> _Exchange:
+        remaining = self._remaining(url, started)
+        timeout = httpx.Timeout(
+            connect=min(self._settings.timeout_connect, remaining),
+            read=min(self._settings.timeout_read, remaining),
+            write=min(self._settings.timeout_read, remaining),
+            pool=remaining,
+        )
+        request = self._client.build_request("GET", url, headers=headers, timeout=timeout)
+        return _Exchange(self._client, request)
+
+    def _remaining(self, url: httpx.URL, started: float) -> float:
+        remaining = self._settings.deadline - (self._clock() - started)
+        if remaining <= 0:
+            raise TransientFetchError(
+                f"deadline of {self._settings.deadline:g} s exceeded at {url}", url=str(url)
+            )
+        return remaining
+
+    def _redirect_target(
+        self, response: httpx.Response, current: httpx.URL, visited: list[str]
+    ) -> httpx.URL | None:
+        if response.status_code not in _REDIRECTS:
+            return None
+        location = response.headers.get("location")
+        if not location:
+            raise PermanentFetchError(
+                f"redirect {response.status_code} without Location at {current}", url=str(current)
+            )
+        if len(visited) > self._settings.max_redirects:
+            raise PermanentFetchError(
+                f"too many redirects (more than {self._settings.max_redirects}) at {current}",
+                url=str(current),
+            )
+        try:
+            target = current.join(location)
+        except httpx.InvalidURL as exc:
+            raise PermanentFetchError(
+                f"bad redirect {location!r} at {current}", url=str(current)
+            ) from exc
+        if str(target) in visited:
+            raise PermanentFetchError(f"redirect loop to {target} at {current}", url=str(current))
+        return self._validate_url(str(target), previous=current)
+
+    def _finish(
+        self, response: httpx.Response, url: httpx.URL, started: float, redirects: list[str]
+    ) -> FetchResult:
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        retry_after = parse_retry_after(headers.get("retry-after"), datetime.now(UTC))
+        status = response.status_code
+        self._raise_for_status(status, url, retry_after)
+        body = b"" if status == 304 else self._read_body(response, url, started)
+        return FetchResult(
+            url=str(url),
+            status=status,
+            headers=headers,
+            body=body,
+            not_modified=status == 304,
+            etag=headers.get("etag"),
+            last_modified=headers.get("last-modified"),
+            retry_after=retry_after,
+            elapsed=self._clock() - started,
+            redirects=tuple(redirects),
+        )
+
+    @staticmethod
+    def _raise_for_status(status: int, url: httpx.URL, retry_after: float | None) -> None:
+        if 200 <= status < 300 or status == 304:
+            return
+        message = f"HTTP {status} at {url}"
+        if status == 404:
+            raise NotFound(message, url=str(url), status=status)
+        if status == 410:
+            raise Gone(message, url=str(url), status=status)
+        if status in (408, 429) or status >= 500:
+            if retry_after is not None:
+                message += f" (Retry-After {retry_after:g} s)"
+            raise TransientFetchError(message, url=str(url), status=status, retry_after=retry_after)
+        raise PermanentFetchError(message, url=str(url), status=status)
+
+    def _read_body(self, response: httpx.Response, url: httpx.URL, started: float) -> bytes:
+        cap = self._settings.max_body_bytes
+        encodings = [
+            e.strip().lower() for e in response.headers.get("content-encoding", "").split(",")
+        ]
+        encodings = [e for e in encodings if e]
+        length = response.headers.get("content-length", "")
+        if not encodings and length.isdigit() and int(length) > cap:
+            raise PermanentFetchError(
+                f"body of {length} bytes exceeds {cap} bytes at {url}", url=str(url)
+            )
+        decoder = _Decoder(encodings, url=str(url))
+        parts: list[bytes] = []
+        size = 0
+        for raw in _raw_chunks(response, url):
+            self._remaining(url, started)  # a trickling server fails at the deadline
+            data = decoder.decode(raw, cap - size)
+            size += len(data)
+            if size > cap:
+                raise PermanentFetchError(
+                    f"body exceeds {cap} bytes after decompression at {url}", url=str(url)
+                )
+            parts.append(data)
+        return b"".join(parts)
+
+    # -- URL and address validation ------------------------------------------------------
+
+    def _validate_url(self, url: str, *, previous: httpx.URL | None) -> httpx.URL:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise PermanentFetchError(f"invalid URL {url!r}: {exc}", url=url) from exc
+        if parsed.scheme not in _ALLOWED_SCHEMES or not parsed.host:
+            raise PermanentFetchError(
+                f"refused URL scheme {parsed.scheme!r} (only http, https) at {url}", url=url
+            )
+        if previous is not None and previous.scheme == "https" and parsed.scheme == "http":
+            raise PermanentFetchError(
+                f"refused HTTPS to HTTP downgrade to {url} from {previous}", url=url
+            )
+        if not self._settings.allow_private_networks:
+            self._check_addresses(parsed)
+        return parsed
+
+    def _check_addresses(self, url: httpx.URL) -> None:
+        # The guard resolves the name, then httpx resolves it again to connect: a DNS
+        # rebinding server can answer differently the second time. Closing that window
+        # needs connecting to the checked IP (Host header + SNI); not done yet.
+        host = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            infos = self._resolver(host, port, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            raise TransientFetchError(
+                f"cannot resolve {host!r} for {url}: {exc}", url=str(url)
+            ) from exc
+        for info in infos:
+            address = str(info[4][0])
+            if is_blocked_address(address) and not self._is_allowed(address):
+                raise PermanentFetchError(
+                    f"refused address {address} (private, loopback or reserved) for {url}",
+                    url=str(url),
+                )
+
+    def _is_allowed(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        return any(ip.version == net.version and ip in net for net in self._allowed)
+
+
+class _Exchange:
+    """Context manager around one streamed request that maps httpx errors to ours."""
+
+    def __init__(self, client: httpx.Client, request: httpx.Request) -> None:
+        self._client, self._request = client, request
+        self._response: httpx.Response | None = None
+
+    def __enter__(self) -> httpx.Response:
+        url = self._request.url
+        try:
+            self._response = self._client.send(self._request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, url) from exc
+        return self._response
+
+    def __exit__(self, *exc: object) -> None:
+        if self._response is not None:
+            self._response.close()
+
+
+def _raw_chunks(response: httpx.Response, url: httpx.URL) -> Iterator[bytes]:
+    try:
+        yield from response.iter_raw()
+    except httpx.HTTPError as exc:
+        raise _translate(exc, url) from exc
+
+
+def _translate(exc: httpx.HTTPError, url: httpx.URL) -> FetchError:
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientFetchError(f"timed out ({type(exc).__name__}) at {url}", url=str(url))
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return PermanentFetchError(f"unsupported request to {url}: {exc}", url=str(url))
+    return TransientFetchError(f"{type(exc).__name__} at {url}: {exc}", url=str(url))

@@ -1,0 +1,228 @@
+"""``storyline``: the command line. The only place that exits the process.
+
+Exit codes: 0 success; 1 failure (or, for ``ingest``, some input was rejected);
+2 usage or configuration error (naming the dotted key); 3 another daemon holds the
+database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from daemon import config as config_module
+from daemon import log as log_setup
+from daemon.errors import AlreadyRunning, ConfigError, StorylineError, UserError
+from daemon.files import is_ignored
+from daemon.service import Daemon, Services, file_settings
+from storage.errors import StoreError
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+
+
+def main() -> NoReturn:
+    try:
+        cli.main(standalone_mode=False, prog_name="storyline")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_FAILURE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}", EXIT_USAGE)
+    except UserError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except AlreadyRunning as exc:
+        _fail(str(exc), EXIT_LOCKED)
+    except (StorylineError, StoreError) as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    sys.exit(0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"storyline: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self._settings: config_module.Settings | None = None
+
+    @property
+    def settings(self) -> config_module.Settings:
+        if self._settings is None:
+            self._settings = config_module.load(self.config_path)
+            log_setup.configure(self._settings.log.level, self._settings.log.format)
+        return self._settings
+
+    @contextmanager
+    def services(self) -> Iterator[Services]:
+        services = Services(self.settings)
+        try:
+            yield services
+        finally:
+            services.close()
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="STORYLINE_CONFIG",
+    default="config.toml",
+    show_default=True,
+    help="The configuration file (also STORYLINE_CONFIG).",
+)
+@click.version_option(package_name="storyline")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path) -> None:
+    """storyline keeps every version of the news: an event-sourced ingestion daemon."""
+    ctx.obj = Context(config_path)
+
+
+@cli.command()
+@pass_context
+def init(ctx: Context) -> None:
+    """Create the folders and the database schema (safe to run again)."""
+    with ctx.services() as services:
+        services.prepare()
+    s = ctx.settings
+    click.echo(f"database: {s.database_url}")
+    for label, path in (
+        ("inbox", s.inbox_dir),
+        ("archive", s.archive_dir),
+        ("rejected", s.rejected_dir),
+    ):
+        click.echo(f"{label}: {path}")
+
+
+@cli.command()
+@pass_context
+def run(ctx: Context) -> None:
+    """Run the daemon in the foreground until SIGTERM or Ctrl-C."""
+    daemon = Daemon(ctx.settings)
+    daemon.install_signal_handlers()
+    daemon.run()
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pass_context
+def ingest(ctx: Context, paths: tuple[Path, ...]) -> None:
+    """Ingest files once through the same pipeline, then exit.
+
+    Files outside the inbox stay where they are. Exit code 1 if any was rejected.
+    """
+    files = list(_expand(paths))
+    with ctx.services() as services:
+        services.prepare()
+        from daemon.files import FileIngestor
+
+        ingestor = FileIngestor(
+            file_settings(ctx.settings, keep_in_place=True),
+            services.store,
+            clock=services.store._clock,
+        )
+        report = ingestor.ingest(files)
+        services.projector.catch_up()
+    click.echo(
+        f"{report.files} files: {report.new} new, {report.revised} revised, "
+        f"{report.unchanged} unchanged, {report.rejected} rejected"
+    )
+    if report.rejected:
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+def _expand(paths: tuple[Path, ...]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and not is_ignored(p.name))
+        else:
+            yield path.absolute()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Counts, projection lag, inbox backlog and the latest events."""
+    from daemon.status import collect, render
+
+    with ctx.services() as services:
+        report = collect(services)
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+
+
+@cli.command()
+@click.argument("article")
+@pass_context
+def history(ctx: Context, article: str) -> None:
+    """Every version of ARTICLE (an article id, key or URL): time, kind, title."""
+    from daemon.status import article_history
+
+    with ctx.services() as services:
+        found = article_history(services, article)
+    if found is None:
+        raise UserError(f"no article matches {article!r} (give an article id, key or URL)")
+    head, versions = found
+    click.echo(f"{head['title']}\n  id {head['article_id']}  key {head['article_key']}")
+    for v in versions:
+        click.echo(
+            f"  v{v['version']:<3} {v['observed_at']}  {v['kind']:<11} "
+            f"{v['channel']:<9} {v['title']}"
+        )
+
+
+@cli.command()
+@click.argument("projection", required=False)
+@pass_context
+def rebuild(ctx: Context, projection: str | None) -> None:
+    """Empty a projection (or all) and replay the whole event log into it."""
+    from rich.progress import Progress
+
+    with ctx.services() as services:
+        services.prepare()
+        runner = services.projector
+        if projection and projection not in runner.projections:
+            known = ", ".join(runner.projections)
+            raise UserError(f"unknown projection {projection!r}; known: {known}")
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("replaying", total=None)
+            count = runner.rebuild(
+                projection, progress=lambda at, head: bar.update(task, completed=at, total=head)
+            )
+    click.echo(f"rebuilt {projection or 'all projections'} from {count} events")
+
+
+@cli.command("check-config")
+@pass_context
+def check_config(ctx: Context) -> None:
+    """Validate the configuration and print the effective settings."""
+    settings = ctx.settings
+    effective: dict[str, Any] = config_module.as_dict(settings)
+    effective["storage"]["url"] = settings.database_url
+    for section, values in effective.items():
+        click.echo(f"[{section}]")
+        for key, value in values.items():
+            click.echo(f"{key} = {json.dumps(value)}")
+        click.echo("")
+    click.echo(f"# {ctx.config_path}: ok", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,173 @@
+"""Settings: read once from ``config.toml`` with tomllib into frozen dataclasses.
+
+Every setting is declared once below with its type, default and check; an unknown key
+or a bad value is a ConfigError naming the dotted key. Relative paths are relative to
+the directory of the config file. Two environment variables override the file:
+``STORYLINE_DATABASE_URL`` (storage.url) and ``STORYLINE_LOG_FORMAT`` (log.format).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    url: str = "sqlite:///var/storyline.db"
+    synchronous: str = "FULL"
+    wal_checkpoint_seconds: float = 300.0
+    wal_warn_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxSettings:
+    path: str = "var/inbox"
+    archive: str = "var/archive"
+    rejected: str = "var/rejected"
+    after_ingest: str = "archive"
+    max_file_bytes: int = 10 * 1024 * 1024
+    rescan_seconds: float = 30.0
+    stable_seconds: float = 2.0
+    observer: str = "auto"
+    batch_size: int = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    inbox: InboxSettings = field(default_factory=InboxSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    base_dir: Path = Path(".")
+
+    def path(self, value: str) -> Path:
+        """A configured path, resolved against the config file's directory."""
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    @property
+    def database_url(self) -> str:
+        """storage.url with a relative SQLite path made absolute."""
+        url = self.storage.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.path(url[len(prefix) :]).resolve())
+        return url
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.path(self.inbox.path)
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.path(self.inbox.archive)
+
+    @property
+    def rejected_dir(self) -> Path:
+        return self.path(self.inbox.rejected)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "storage.synchronous": ("FULL", "NORMAL"),
+    "inbox.after_ingest": ("archive", "delete", "keep"),
+    "inbox.observer": ("auto", "inotify", "polling"),
+    "log.level": ("debug", "info", "warning", "error"),
+    "log.format": ("auto", "json", "console"),
+}
+_POSITIVE = {
+    "storage.wal_checkpoint_seconds",
+    "storage.wal_warn_bytes",
+    "inbox.max_file_bytes",
+    "inbox.rescan_seconds",
+    "inbox.batch_size",
+}
+_SECTIONS: dict[str, type] = {
+    "storage": StorageSettings,
+    "inbox": InboxSettings,
+    "log": LogSettings,
+}
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check ``path``; a missing file is an error, not silent defaults."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("", f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    return from_mapping(raw, base_dir=path.resolve().parent, environ=environ)
+
+
+def from_mapping(
+    raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str] | None = None
+) -> Settings:
+    environ = environ or {}
+    overrides = {
+        ("storage", "url"): environ.get("STORYLINE_DATABASE_URL"),
+        ("log", "format"): environ.get("STORYLINE_LOG_FORMAT"),
+    }
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(unknown[0], "unknown section")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values = dict(_table(raw.get(name, {}), name))
+        for (section, key), value in overrides.items():
+            if section == name and value:
+                values[key] = value
+        sections[name] = _section(cls, name, values)
+    return Settings(base_dir=base_dir, **sections)
+
+
+def _table(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"must be a table, got {value!r}")
+    return value
+
+
+def _section(cls: type, name: str, values: Mapping[str, Any]) -> Any:
+    declared = {f.name: f for f in fields(cls)}
+    for key in values:
+        if key not in declared:
+            raise ConfigError(f"{name}.{key}", "unknown setting")
+    checked = {key: _check(f"{name}.{key}", declared[key].default, v) for key, v in values.items()}
+    return cls(**checked)
+
+
+def _check(key: str, default: Any, value: Any) -> Any:
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        raise ConfigError(key, f"must be a {expected.__name__}, got {value!r}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(key, f"must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    if key in _POSITIVE and value <= 0:
+        raise ConfigError(key, f"must be positive, got {value!r}")
+    return value
+
+
+def documented_keys() -> set[str]:
+    """Every dotted key a config file may set (the sample must document each)."""
+    return {f"{name}.{f.name}" for name, cls in _SECTIONS.items() for f in fields(cls)}
+
+
+def as_dict(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        name: {f.name: getattr(getattr(settings, name), f.name) for f in fields(cls)}
+        for name, cls in _SECTIONS.items()
+    }

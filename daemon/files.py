@@ -1,0 +1,352 @@
+"""Files from the inbox to events: read, hash, parse, decide, append (commit), and only
+then move each file to archive/ (or rejected/, with a NAME.why.json sidecar).
+
+A crash anywhere leaves every file either still in the inbox (its events, if committed,
+make the re-offer a no-op) or moved after its events were committed: never lost, never
+counted twice.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from adapters.errors import UnusableInput
+from adapters.textfile import parse_text_file
+from daemon import faults
+from daemon.ingest import ArticleState, Identified, decide, evolve, fold, identify
+from daemon.ingest import idempotency_key as article_idempotency_key
+from storage.blobs import Blob
+from storage.errors import ConcurrencyError
+from storage.events import InputRejected, to_iso
+from storage.store import EventStore, NewEvent
+
+log = structlog.get_logger(__name__)
+
+INBOX_SOURCE = "inbox"
+ADAPTER = "textfile/1"
+_TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload", "~")
+
+
+def is_ignored(name: str) -> bool:
+    """Producers write under these names and rename when done."""
+    return name.startswith(".") or name.endswith(_TEMP_SUFFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    path: Path
+    name: str
+    data: bytes
+    sha256: str
+    mtime_ns: int
+    item: Identified
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    path: Path
+    name: str
+    reason: str
+    message: str
+    sha256: str | None
+    mtime_ns: int | None
+    exists: bool = True
+
+
+@dataclass(slots=True)
+class BatchReport:
+    new: int = 0
+    revised: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    positions: list[int] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return self.new + self.revised + self.unchanged + self.rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSettings:
+    inbox: Path
+    archive: Path
+    rejected: Path
+    after_ingest: str = "archive"
+    max_file_bytes: int = 10 * 1024 * 1024
+    keep_in_place: bool = False  # one-shot ingest of files outside the inbox
+
+
+class FileIngestor:
+    def __init__(
+        self, settings: FileSettings, store: EventStore, *, clock: Callable[[], datetime]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self._made_dirs: set[Path] = set()
+
+    def ingest(self, paths: Sequence[Path]) -> BatchReport:
+        """Ingest ``paths`` (files in the inbox) as one batch; returns what happened."""
+        inputs = [self._load(p) for p in dict.fromkeys(paths)]
+        loaded = [x for x in inputs if isinstance(x, Loaded)]
+        refused = [x for x in inputs if isinstance(x, Refused)]
+        blobs = {x.sha256: Blob.of(x.data) for x in loaded}  # compressed outside the txn
+        now = self.clock()
+        for attempt in range(3):
+            report = BatchReport(rejected=len(refused))
+            batch = self._article_events(loaded, now, report)
+            batch += [self._rejection_event(r, now) for r in refused]
+            try:
+                faults.crash_point("before_commit")
+                used = {e.metadata.get("raw_sha256") for e in batch}
+                result = self.store.append(batch, [b for k, b in blobs.items() if k in used])
+                faults.crash_point("after_commit_before_move")
+                break
+            except ConcurrencyError:
+                if attempt == 2:
+                    raise
+                log.warning("append conflict, retrying", attempt=attempt + 1)
+        if result.last_position is not None:
+            report.positions.append(result.last_position)
+        for item in loaded:
+            self._dispose(item.path, item.name, now)
+        for refusal in refused:
+            self._quarantine(refusal, now)
+        return report
+
+    # -- reading -------------------------------------------------------------------
+
+    def _load(self, path: Path) -> Loaded | Refused:
+        name = self._relative(path)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return Refused(
+                path,
+                name,
+                "vanished",
+                f"{name} was deleted before it was read",
+                None,
+                None,
+                exists=False,
+            )
+        refusal = self._refuse_by_stat(path, name, info)
+        if refusal:
+            return refusal
+        try:
+            data = _read_nofollow(path)
+        except FileNotFoundError:
+            return Refused(
+                path,
+                name,
+                "vanished",
+                f"{name} was deleted before it was read",
+                None,
+                info.st_mtime_ns,
+                exists=False,
+            )
+        except OSError as exc:
+            return Refused(
+                path,
+                name,
+                "unreadable",
+                f"{name} cannot be read: {exc.strerror}",
+                None,
+                info.st_mtime_ns,
+            )
+        return self._parse(path, name, data, info.st_mtime_ns)
+
+    def _refuse_by_stat(self, path: Path, name: str, info: os.stat_result) -> Refused | None:
+        mode, mtime = info.st_mode, info.st_mtime_ns
+        if stat.S_ISLNK(mode):
+            return Refused(
+                path,
+                name,
+                "symlink",
+                f"{name} is a symbolic link; links are not followed",
+                None,
+                mtime,
+            )
+        if stat.S_ISDIR(mode):
+            return Refused(
+                path,
+                name,
+                "directory",
+                f"{name} is a directory; the inbox is not recursive",
+                None,
+                mtime,
+            )
+        if not stat.S_ISREG(mode):
+            return Refused(path, name, "not-a-file", f"{name} is not a regular file", None, mtime)
+        limit = self.settings.max_file_bytes
+        if info.st_size > limit:
+            return Refused(
+                path,
+                name,
+                "too-large",
+                f"{name} is {info.st_size} bytes, over the inbox.max_file_bytes limit of {limit}",
+                None,
+                mtime,
+            )
+        return None
+
+    def _parse(self, path: Path, name: str, data: bytes, mtime_ns: int) -> Loaded | Refused:
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            observation = parse_text_file(data, name=name)
+        except UnusableInput as exc:
+            return Refused(path, name, exc.reason, str(exc), digest, mtime_ns)
+        return Loaded(path, name, data, digest, mtime_ns, identify(observation, relative_path=name))
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.settings.inbox).as_posix()
+        except ValueError:
+            return path.name
+
+    # -- deciding ------------------------------------------------------------------
+
+    def _article_events(
+        self, loaded: Sequence[Loaded], now: datetime, report: BatchReport
+    ) -> list[NewEvent]:
+        streams = self.store.read_streams(x.item.article_id for x in loaded)
+        states: dict[str, ArticleState] = {
+            aid: fold(aid, ((e.stream_version, e.decode()) for e in history))
+            for aid, history in streams.items()
+        }
+        batch = []
+        for x in loaded:
+            aid = x.item.article_id
+            state = states.get(aid) or ArticleState(article_id=aid)
+            event = decide(state, x.item, source_id=INBOX_SOURCE, observed_at=now)
+            if event is None:
+                report.unchanged += 1
+                continue
+            version = state.stream_version + 1
+            states[aid] = evolve(state, event, version)
+            if version == 1:
+                report.new += 1
+            else:
+                report.revised += 1
+            batch.append(
+                NewEvent(
+                    stream_id=aid,
+                    stream_version=version,
+                    idempotency_key=article_idempotency_key(INBOX_SOURCE, x.item, version - 1),
+                    event=event,
+                    occurred_at=x.item.observation.published_at,
+                    metadata={
+                        "source_id": INBOX_SOURCE,
+                        "adapter": ADAPTER,
+                        "input": x.name,
+                        "raw_sha256": x.sha256,
+                    },
+                )
+            )
+        return batch
+
+    def _rejection_event(self, refusal: Refused, now: datetime) -> NewEvent:
+        kept = self._rejected_path(refusal) if refusal.exists else None
+        unique = (
+            f"{refusal.name}|{refusal.reason}|{refusal.sha256}|{refusal.mtime_ns}"
+            if refusal.mtime_ns is not None
+            else f"{refusal.name}|{refusal.reason}|{uuid.uuid4()}"
+        )
+        key = "rejected:" + hashlib.sha256(unique.encode()).hexdigest()
+        event = InputRejected(
+            input=str(refusal.path),
+            reason=refusal.reason,
+            message=refusal.message,
+            kept_at=str(kept) if kept else None,
+            content_sha256=refusal.sha256,
+            observed_at=now,
+        )
+        stream = "rejection-" + str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+        return NewEvent(
+            stream_id=stream,
+            stream_version=1,
+            idempotency_key=key,
+            event=event,
+            metadata={"source_id": INBOX_SOURCE, "input": refusal.name},
+        )
+
+    # -- moving --------------------------------------------------------------------
+
+    def _dispose(self, path: Path, name: str, now: datetime) -> None:
+        mode = "keep" if self.settings.keep_in_place else self.settings.after_ingest
+        try:
+            if mode == "archive":
+                day = self.settings.archive / now.strftime("%Y/%m/%d")
+                os.rename(path, _free_name(self._dir(day) / Path(name).name))
+            elif mode == "delete":
+                os.unlink(path)
+        except FileNotFoundError:
+            log.warning("file vanished after ingest", file=name)
+
+    def _rejected_path(self, refusal: Refused) -> Path:
+        if self.settings.keep_in_place:
+            return refusal.path
+        return _free_name(self.settings.rejected / Path(refusal.name).name)
+
+    def _quarantine(self, refusal: Refused, now: datetime) -> None:
+        log.warning(
+            "input rejected", file=refusal.name, reason=refusal.reason, message=refusal.message
+        )
+        if not refusal.exists or self.settings.keep_in_place:
+            return
+        target = self._rejected_path(refusal)
+        self._dir(target.parent)
+        sidecar = target.with_name(target.name + ".why.json")
+        why = {
+            "input": str(refusal.path),
+            "reason": refusal.reason,
+            "message": refusal.message,
+            "sha256": refusal.sha256,
+            "rejected_at": to_iso(now),
+        }
+        sidecar.write_text(json.dumps(why, indent=2) + "\n", encoding="utf-8")
+        try:
+            os.rename(refusal.path, target)
+        except FileNotFoundError:
+            log.warning("rejected file vanished before it could be kept", file=refusal.name)
+
+    def _dir(self, directory: Path) -> Path:
+        if directory not in self._made_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(directory)
+        return directory
+
+
+def _read_nofollow(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _free_name(target: Path) -> Path:
+    """``target``, or ``stem.N.suffix`` for the first N that is not taken."""
+    if not os.path.lexists(target):
+        return target
+    for n in range(1, 100_000):
+        candidate = target.with_name(f"{target.stem}.{n}{target.suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+    raise OSError(errno.EEXIST, f"no free name for {target}")

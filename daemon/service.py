@@ -1,0 +1,276 @@
+"""The composition root and the daemon's main loop.
+
+``Daemon.run``: lock, check or create the schema, scan the inbox once, catch the
+projections up, then READY=1; then loop: wait for hints, rescan when due, ingest in
+batches, project, ping the watchdog only when the loop made progress. SIGTERM/SIGINT
+finish the batch in flight and return 0. SIGHUP reloads what can be reloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import structlog
+from sqlalchemy import Engine, func, select
+
+from daemon import faults
+from daemon.config import Settings
+from daemon.files import BatchReport, FileIngestor, FileSettings
+from daemon.lock import InstanceLock
+from daemon.notify import Notifier, WatchdogGate
+from daemon.watch import InboxWatcher
+from storage.db import make_engine, sqlite_path
+from storage.projections.runner import ProjectionRunner
+from storage.schema import articles, create_schema
+from storage.store import EventStore
+
+log = structlog.get_logger(__name__)
+
+_STATUS_EVERY = 5.0
+_HANDLED_TTL = 600.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Services:
+    """The long-lived parts, wired once from settings."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self.engine: Engine = make_engine(
+            settings.database_url, synchronous=settings.storage.synchronous
+        )
+        self.store = EventStore(self.engine, clock=clock)
+        self.projector = ProjectionRunner(self.engine)
+        self.ingestor = FileIngestor(file_settings(settings), self.store, clock=clock)
+
+    def prepare(self) -> None:
+        """Folders and schema; idempotent (``storyline init`` and daemon start)."""
+        for folder in (
+            self.settings.inbox_dir,
+            self.settings.archive_dir,
+            self.settings.rejected_dir,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+        database = sqlite_path(self.engine)
+        if database:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        create_schema(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def file_settings(settings: Settings, *, keep_in_place: bool = False) -> FileSettings:
+    return FileSettings(
+        inbox=settings.inbox_dir.resolve(),
+        archive=settings.archive_dir,
+        rejected=settings.rejected_dir,
+        after_ingest=settings.inbox.after_ingest,
+        max_file_bytes=settings.inbox.max_file_bytes,
+        keep_in_place=keep_in_place,
+    )
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier.from_environment()
+        self.services = Services(settings)
+        self.watcher = InboxWatcher(
+            settings.inbox_dir,
+            observer=settings.inbox.observer,
+            stable_seconds=settings.inbox.stable_seconds,
+        )
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._handled: dict[Path, float] = {}
+        self._next_rescan = 0.0
+        self._next_status = 0.0
+        self._next_checkpoint = time.monotonic() + settings.storage.wal_checkpoint_seconds
+        self._last_error: str | None = None
+        self.totals = BatchReport()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        lock = self._lock()
+        try:
+            self.services.prepare()
+            observer = self.watcher.start()
+            try:
+                self._startup(observer)
+                self._loop()
+            finally:
+                self.watcher.stop()
+        finally:
+            self.notifier.stopping(f"stopping; {self._summary()}")
+            self.services.close()
+            if lock:
+                lock.release()
+        log.info("stopped", **self._totals())
+        return 0
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_: object) -> None:
+        self._reload.set()
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received, finishing the batch in flight", signal=signum)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def _lock(self) -> InstanceLock | None:
+        database = sqlite_path(self.services.engine)
+        if database is None:
+            return None
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        lock = InstanceLock(Path(database))
+        lock.acquire()
+        return lock
+
+    def _startup(self, observer: str) -> None:
+        log.info(
+            "starting",
+            database=self.settings.database_url,
+            inbox=str(self.watcher.inbox),
+            observer=observer,
+            pid=os.getpid(),
+        )
+        self.services.projector.catch_up()
+        self._rescan()
+        self.notifier.ready(self._summary())
+        log.info("ready", **self._totals())
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        gate = WatchdogGate.for_notifier(self.notifier)
+        batch_size = self.settings.inbox.batch_size
+        while not self._stop.is_set():
+            now = time.monotonic()
+            timeout = max(0.0, min(0.5, self._next_rescan - now))
+            paths = self.watcher.wait_for_hints(timeout, batch_size)
+            if paths:
+                self._ingest(paths)
+            if time.monotonic() >= self._next_rescan:
+                self._rescan()
+            if self._reload.is_set():
+                self._do_reload()
+            self._housekeeping()
+            gate.beat()
+            gate.maybe_ping(time.monotonic())
+
+    def _rescan(self) -> None:
+        ready = self.watcher.scan()
+        for start in range(0, len(ready), self.settings.inbox.batch_size):
+            if self._stop.is_set():
+                break
+            self._ingest(ready[start : start + self.settings.inbox.batch_size])
+        interval = self.settings.inbox.rescan_seconds
+        if self.watcher.unstable:
+            interval = min(interval, self.settings.inbox.stable_seconds + 0.1)
+        self._next_rescan = time.monotonic() + interval
+
+    def _ingest(self, paths: list[Path]) -> None:
+        now = time.monotonic()
+        fresh = [p for p in paths if p not in self._handled or os.path.lexists(p)]
+        if not fresh:
+            return
+        started = time.perf_counter()
+        try:
+            report = self.services.ingestor.ingest(fresh)
+            faults.hang_point("hang_after_batch")
+            self.services.projector.catch_up()
+        except Exception as exc:  # the one per-job boundary: log, record, keep running
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("batch failed; files stay in the inbox for the next scan")
+            return
+        for path in fresh:
+            self._handled[path] = now
+        self._add(report)
+        log.info(
+            "batch ingested",
+            files=report.files,
+            new=report.new,
+            revised=report.revised,
+            unchanged=report.unchanged,
+            rejected=report.rejected,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._next_status = now + _STATUS_EVERY
+            self.notifier.status(self._summary())
+            self._handled = {p: t for p, t in self._handled.items() if now - t < _HANDLED_TTL}
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + self.settings.storage.wal_checkpoint_seconds
+            self._checkpoint_wal()
+
+    def _checkpoint_wal(self) -> None:
+        database = sqlite_path(self.services.engine)
+        if database is None:
+            return
+        with self.services.engine.connect() as conn:
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            conn.rollback()
+        wal = Path(database + "-wal")
+        size = wal.stat().st_size if wal.exists() else 0
+        if busy and size > self.settings.storage.wal_warn_bytes:
+            log.warning(
+                "the write-ahead log cannot be truncated: a reader has held a "
+                "transaction open for a long time",
+                wal_bytes=size,
+            )
+
+    def _do_reload(self) -> None:
+        self._reload.clear()
+        self.notifier.reloading()
+        log.info(
+            "reload requested: nothing in [storage], [inbox] or [log] can change without a restart"
+        )
+        self.notifier.ready(self._summary())
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def _add(self, report: BatchReport) -> None:
+        self.totals.new += report.new
+        self.totals.revised += report.revised
+        self.totals.unchanged += report.unchanged
+        self.totals.rejected += report.rejected
+
+    def _totals(self) -> dict[str, int]:
+        t = self.totals
+        return {
+            "new": t.new,
+            "revised": t.revised,
+            "unchanged": t.unchanged,
+            "rejected": t.rejected,
+        }
+
+    def _summary(self) -> str:
+        try:
+            with self.services.engine.connect() as conn:
+                count = conn.execute(select(func.count()).select_from(articles)).scalar_one()
+            backlog, _ = self.watcher.backlog()
+        except Exception as exc:  # status must never take the daemon down
+            return f"status unavailable: {exc}"
+        text = f"{count} articles; inbox backlog {backlog}"
+        return text + (f"; last error: {self._last_error}" if self._last_error else "")

@@ -1,0 +1,134 @@
+"""``articles`` (current view) and ``article_versions`` (every version, with validity
+intervals so that "as of" questions are plain SQL).
+
+Discoveries, the bulk of any ingest, are buffered and written with one executemany;
+the buffer is flushed before anything that reads or updates rows it may hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from storage.events import (
+    ArticleDiscovered,
+    ArticleRestored,
+    ArticleRevised,
+    ArticleVersionEvent,
+    ArticleWithdrawn,
+)
+from storage.schema import article_versions, articles
+from storage.store import StoredEvent
+
+
+class ArticlesProjection:
+    name = "articles"
+    event_types = frozenset(
+        {
+            ArticleDiscovered.event_type,
+            ArticleRevised.event_type,
+            ArticleWithdrawn.event_type,
+            ArticleRestored.event_type,
+        }
+    )
+
+    def apply(self, conn: Connection, batch: Sequence[StoredEvent]) -> None:
+        new_articles: list[dict[str, Any]] = []
+        new_versions: list[dict[str, Any]] = []
+        for stored in batch:
+            event = stored.decode()
+            if isinstance(event, ArticleDiscovered):
+                new_articles.append(_article_row(event))
+                new_versions.append(_version_row(event, stored.position, 1))
+                continue
+            _flush(conn, new_articles, new_versions)
+            if isinstance(event, ArticleRevised):
+                _revise(conn, event, stored.position)
+            elif isinstance(event, ArticleWithdrawn | ArticleRestored):
+                status = "withdrawn" if isinstance(event, ArticleWithdrawn) else "live"
+                conn.execute(
+                    update(articles)
+                    .where(articles.c.article_id == event.article_id)
+                    .values(status=status)
+                )
+        _flush(conn, new_articles, new_versions)
+
+
+def _flush(conn: Connection, new_articles: list[Any], new_versions: list[Any]) -> None:
+    if new_articles:
+        conn.execute(insert(articles), new_articles)
+        conn.execute(insert(article_versions), new_versions)
+        new_articles.clear()
+        new_versions.clear()
+
+
+def _revise(conn: Connection, event: ArticleRevised, position: int) -> None:
+    count = conn.execute(
+        select(articles.c.version_count).where(articles.c.article_id == event.article_id)
+    ).scalar_one()
+    version = count + 1
+    conn.execute(
+        update(article_versions)
+        .where(article_versions.c.article_id == event.article_id)
+        .where(article_versions.c.valid_to.is_(None))
+        .values(valid_to=_valid_from(event))
+    )
+    conn.execute(insert(article_versions).values(_version_row(event, position, version)))
+    values = _article_row(event)
+    for key in ("article_id", "article_key", "first_seen_at"):
+        del values[key]
+    values.update(version_count=version, status="live")
+    conn.execute(update(articles).where(articles.c.article_id == event.article_id).values(values))
+
+
+def _article_row(event: ArticleVersionEvent) -> dict[str, Any]:
+    return {
+        "article_id": event.article_id,
+        "article_key": event.article_key,
+        "url": event.url,
+        "source_id": event.source_id,
+        "source_name": event.source_name,
+        "title": event.title,
+        "standfirst": event.standfirst,
+        "body": event.body,
+        "byline": event.byline,
+        "published_at": event.published_at,
+        "first_seen_at": event.observed_at,
+        "last_changed_at": event.observed_at,
+        "version_count": 1,
+        "status": "live",
+    }
+
+
+def _version_row(event: ArticleVersionEvent, position: int, version: int) -> dict[str, Any]:
+    revised = event if isinstance(event, ArticleRevised) else None
+    return {
+        "article_id": event.article_id,
+        "version": version,
+        "channel": event.channel,
+        "source_id": event.source_id,
+        "title": event.title,
+        "standfirst": event.standfirst,
+        "body": event.body,
+        "byline": event.byline,
+        "content_hash": event.content_hash,
+        "fingerprint": event.fingerprint,
+        "kind": revised.kind if revised else "substantive",
+        "changed_fields": ",".join(revised.changed_fields) if revised else None,
+        "chars_added": revised.chars_added if revised else len(event.body),
+        "chars_removed": revised.chars_removed if revised else 0,
+        "observed_at": event.observed_at,
+        "previous_check_at": revised.previous_check_at if revised else None,
+        "valid_from": _valid_from(event),
+        "valid_to": None,
+        "source_version": event.source_version,
+        "source_observed_at": event.source_observed_at,
+        "position": position,
+    }
+
+
+def _valid_from(event: ArticleVersionEvent) -> Any:
+    # A tracker's detection time is closer to the edit than our import time.
+    return event.source_observed_at or event.observed_at
