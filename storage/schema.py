@@ -156,7 +156,7 @@ APPEND_LOCK_KEY = 7_366_101_001
 _POSTGRES_TRIGGERS = [
     """CREATE OR REPLACE FUNCTION storyline_events_append_only() RETURNS trigger
        LANGUAGE plpgsql AS $$
-       BEGIN RAISE EXCEPTION 'events are append-only: % refused', TG_OP; END $$""",
+       BEGIN RAISE EXCEPTION 'events are append-only: %% refused', TG_OP; END $$""",
     f"""CREATE OR REPLACE FUNCTION storyline_events_serialize() RETURNS trigger
        LANGUAGE plpgsql AS $$
        BEGIN PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY}); RETURN NULL; END $$""",

@@ -74,7 +74,8 @@ class ProjectionRunner:
             if head <= start:
                 return None
             batch, reached = _read(conn, projection, start, head, self.batch_size)
-            projection.apply(conn, batch)
+            if batch:
+                projection.apply(conn, batch)
             _save_checkpoint(conn, projection.name, reached)
         return len(batch)
 

@@ -1,0 +1,211 @@
+"""The file pipeline on real folders and a real database: inbox -> events ->
+projections -> archive/rejected."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, text
+
+from daemon.files import FileIngestor, FileSettings
+from storage.projections.runner import ProjectionRunner
+from storage.schema import article_versions, articles, rejections
+from storage.store import EventStore
+from tests.conftest import FIXTURES
+
+SEEDS = sorted((FIXTURES / "seeds").glob("*.txt"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> FileSettings:
+    settings = FileSettings(
+        inbox=tmp_path / "inbox", archive=tmp_path / "archive",
+        rejected=tmp_path / "rejected", max_file_bytes=20_000,
+    )  # fmt: skip
+    settings.inbox.mkdir()
+    return settings
+
+
+def drop(folder: Path, name: str, data: bytes | str) -> Path:
+    path = folder / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def run(engine: Engine, settings: FileSettings, paths: list[Path]) -> object:
+    ingestor = FileIngestor(settings, EventStore(engine), clock=Clock())
+    report = ingestor.ingest(paths)
+    ProjectionRunner(engine).catch_up()
+    return report
+
+
+def rows(engine: Engine, query: str) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(query))]
+
+
+def test_seeds_become_articles_and_files_are_archived(
+    engine: Engine, folders: FileSettings
+) -> None:
+    paths = [drop(folders.inbox, p.name, p.read_bytes()) for p in SEEDS]
+    run(engine, folders, paths)
+    found = rows(engine, "SELECT article_key, version_count, status FROM articles")
+    assert len(found) == 5
+    assert all(count == 1 and status == "live" for _, count, status in found)
+    keys = {k for k, _, _ in found}
+    assert (
+        "http://www.theguardian.com/politics/2017/dec/22/boris-johnson-meets-russian-counterpart-sergei-lavrov-moscow"
+        in keys
+    )
+    assert "file:000_15f38aee0feb4d97.txt" in keys
+    assert list(folders.inbox.iterdir()) == []
+    archived = list(folders.archive.rglob("*.txt"))
+    assert sorted(p.name for p in archived) == [p.name for p in SEEDS]
+    assert archived[0].parent.relative_to(folders.archive).as_posix().count("/") == 2  # Y/M/D
+
+
+def test_revisions_get_versions_with_validity_intervals(
+    engine: Engine, folders: FileSettings
+) -> None:
+    text_v1 = 'Title\nStandfirst sentence\nFirst paragraph.\nSecond "quoted" paragraph.\n'
+    text_v2 = text_v1 + "A new paragraph.\n"
+    text_v3 = text_v2.replace('"quoted"', "\u201cquoted\u201d")
+    for body in (text_v1, text_v2, text_v3, text_v1, text_v1):
+        run(engine, folders, [drop(folders.inbox, "story.txt", body)])
+    versions = rows(
+        engine,
+        "SELECT version, kind, valid_from, valid_to FROM article_versions ORDER BY version",
+    )
+    assert [(v, k) for v, k, _, _ in versions] == [
+        (1, "substantive"), (2, "substantive"), (3, "cosmetic"), (4, "revert"),
+    ]  # fmt: skip
+    for (_, _, _, valid_to), (_, _, next_from, _) in zip(versions, versions[1:], strict=False):
+        assert valid_to == next_from
+    assert versions[-1][3] is None
+    assert rows(engine, "SELECT version_count FROM articles") == [(4,)]
+
+
+BAD = {
+    "empty.txt": (b"", "empty"),
+    "blank.txt": (b"  \n\n ", "empty"),
+    "binary.txt": (b"\x89PNG\x00\x00\x01", "binary"),
+    "huge.txt": (b"x" * 30_000, "too-large"),
+}
+
+
+def test_bad_inputs_are_kept_with_a_reason_and_good_ones_still_ingested(
+    engine: Engine, folders: FileSettings
+) -> None:
+    paths = [drop(folders.inbox, name, data) for name, (data, _) in BAD.items()]
+    (folders.inbox / "folder").mkdir()
+    outside = drop(folders.inbox.parent, "outside.txt", "Outside\nbody\n")
+    (folders.inbox / "link.txt").symlink_to(outside)
+    paths += [folders.inbox / "folder", folders.inbox / "link.txt", folders.inbox / "gone.txt"]
+    paths.append(drop(folders.inbox, "good.txt", "A good title\nA body line.\n"))
+    run(engine, folders, paths)
+
+    expected = {name: reason for name, (_, reason) in BAD.items()}
+    expected |= {"folder": "directory", "link.txt": "symlink", "gone.txt": "vanished"}
+    found = dict(rows(engine, "SELECT input, reason FROM rejections"))
+    assert {Path(str(k)).name: v for k, v in found.items()} == expected
+    for name, reason in expected.items():
+        if reason == "vanished":
+            assert not (folders.rejected / name).exists()
+            continue
+        assert os.path.lexists(folders.rejected / name), name
+        why = json.loads((folders.rejected / f"{name}.why.json").read_text())
+        assert why["reason"] == reason and name in why["input"]
+    assert outside.read_text() == "Outside\nbody\n"  # the link target is untouched
+    assert rows(engine, "SELECT title FROM articles") == [("A good title",)]
+    assert sorted(os.listdir(folders.inbox)) == []
+
+
+def test_reoffering_a_committed_file_is_a_no_op(engine: Engine, folders: FileSettings) -> None:
+    """A crash after commit and before the move leaves the file in the inbox."""
+    path = drop(folders.inbox, "a.txt", "Title\nBody.\n")
+    keep = FileSettings(
+        inbox=folders.inbox, archive=folders.archive, rejected=folders.rejected,
+        after_ingest="keep",
+    )  # fmt: skip
+    run(engine, keep, [path])
+    run(engine, keep, [path])
+    run(engine, folders, [path])
+    assert rows(engine, "SELECT count(*) FROM events") == [(1,)]
+    assert not path.exists()
+
+
+def _random_history(engine: Engine, folders: FileSettings, seed: int) -> None:
+    rng = random.Random(seed)
+    paragraphs = [f"Paragraph {i} says something." for i in range(6)]
+    for _ in range(40):
+        name = f"story-{rng.randrange(5)}.txt"
+        body = rng.sample(paragraphs, rng.randrange(1, 4))
+        if rng.random() < 0.3:
+            body = [p.replace("says", "says,") for p in body]
+        data = f"Story {name}\n" + "\n".join(body) + "\n"
+        batch = [drop(folders.inbox, name, data)]
+        if rng.random() < 0.2:
+            batch.append(drop(folders.inbox, f"bad-{rng.random()}.txt", b""))
+        run(engine, folders, batch)
+
+
+def _snapshot(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        return [
+            conn.execute(select(articles).order_by(articles.c.article_id)).all(),
+            conn.execute(
+                select(article_versions).order_by(
+                    article_versions.c.article_id, article_versions.c.version
+                )
+            ).all(),
+            conn.execute(select(rejections).order_by(rejections.c.position)).all(),
+        ]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rebuild_gives_the_same_tables_as_incremental_processing(
+    engine: Engine, folders: FileSettings, seed: int
+) -> None:
+    _random_history(engine, folders, seed)
+    before = _snapshot(engine)
+    assert before[1], "the history produced versions"
+    replayed = ProjectionRunner(engine).rebuild()
+    assert replayed > 0
+    assert _snapshot(engine) == before
+    assert ProjectionRunner(engine).lag() == {"articles": 0, "rejections": 0}
+
+
+def test_a_failing_projection_batch_changes_neither_rows_nor_checkpoint(
+    engine: Engine, folders: FileSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EventStore(engine)
+    FileIngestor(folders, store, clock=Clock()).ingest([drop(folders.inbox, "a.txt", "A\nbody\n")])
+    runner = ProjectionRunner(engine)
+    runner.catch_up()
+
+    def explode(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    FileIngestor(folders, store, clock=Clock()).ingest([drop(folders.inbox, "e.txt", b"")])
+    monkeypatch.setattr(runner.projections["rejections"], "apply", explode)
+    with pytest.raises(RuntimeError):
+        runner.catch_up()
+    assert rows(engine, "SELECT count(*) FROM rejections") == [(0,)]
+    assert runner.lag()["rejections"] > 0
+    monkeypatch.undo()
+    assert runner.catch_up() == 1
+    assert rows(engine, "SELECT count(*) FROM rejections") == [(1,)]

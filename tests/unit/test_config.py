@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from daemon import config
+from daemon.errors import ConfigError
+
+SAMPLE = Path(__file__).parents[2] / "config.toml"
+
+
+def test_sample_config_loads_and_documents_every_setting() -> None:
+    settings = config.load(SAMPLE, environ={})
+    assert settings.inbox.after_ingest == "archive"
+    raw = tomllib.loads(SAMPLE.read_text())
+    present = {f"{section}.{key}" for section, values in raw.items() for key in values}
+    assert present == config.documented_keys()
+    text = SAMPLE.read_text()
+    for key in config.documented_keys():
+        name = key.split(".")[1]
+        assert re.search(rf"#[^\n]*\n{name} = ", text), f"{key} has no comment above it"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"inbox": {"bogus": 1}}, "inbox.bogus"),
+        ({"nonsense": {}}, "nonsense"),
+        ({"inbox": {"max_file_bytes": "big"}}, "inbox.max_file_bytes"),
+        ({"inbox": {"max_file_bytes": -1}}, "inbox.max_file_bytes"),
+        ({"inbox": {"after_ingest": "shred"}}, "inbox.after_ingest"),
+        ({"log": {"format": "xml"}}, "log.format"),
+    ],
+)
+def test_bad_settings_name_the_dotted_key(raw: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping(raw, base_dir=Path("/srv"))
+    assert caught.value.key == key
+    assert str(caught.value).startswith(key)
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
+    settings = config.from_mapping({}, base_dir=tmp_path)
+    assert settings.inbox_dir == tmp_path / "var/inbox"
+    assert settings.database_url == f"sqlite:///{tmp_path}/var/storyline.db"
+
+
+def test_environment_overrides_database_url_and_log_format(tmp_path: Path) -> None:
+    env = {"STORYLINE_DATABASE_URL": "postgresql://db/x", "STORYLINE_LOG_FORMAT": "json"}
+    settings = config.from_mapping({}, base_dir=tmp_path, environ=env)
+    assert settings.database_url == "postgresql://db/x"
+    assert settings.log.format == "json"
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")

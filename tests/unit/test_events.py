@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from storage import events
+from storage.events import ArticleRevised, InputRejected, decode, encode
+
+
+def revised() -> ArticleRevised:
+    return ArticleRevised(
+        article_id="a", article_key="k", channel="file", source_id="inbox", title="T",
+        standfirst=None, body="B", url=None, byline=None, published_at=None,
+        content_hash="h", fingerprint="f", observed_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        kind="cosmetic", changed_fields=("body",), chars_added=1, chars_removed=0,
+        previous_version=1, previous_check_at=None,
+    )  # fmt: skip
+
+
+def test_round_trip_keeps_types_and_uses_stable_names() -> None:
+    event = revised()
+    payload = encode(event)
+    assert payload["observed_at"] == "2026-01-02T03:04:00.000000Z"
+    assert payload["changed_fields"] == ["body"]
+    assert decode("article.revised", 1, payload) == event
+
+
+def test_unknown_event_type_is_an_error() -> None:
+    with pytest.raises(events.UnknownEventType):
+        decode("article.exploded", 1, {})
+
+
+def test_upcaster_brings_an_old_payload_up_to_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored v1 payload of a type now at v2 is upcast before decoding."""
+    monkeypatch.setattr(InputRejected, "schema_version", 2)
+    monkeypatch.setitem(
+        events.UPCASTERS,
+        ("input.rejected", 1),
+        lambda p: {**p, "message": p.pop("why")},
+    )
+    stored_v1 = {"input": "x", "reason": "empty", "why": "x is empty", "kept_at": None,
+                 "content_sha256": None, "observed_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    event = decode("input.rejected", 1, stored_v1)
+    assert isinstance(event, InputRejected)
+    assert event.message == "x is empty"
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        events.to_iso(datetime(2026, 1, 1))

@@ -1,0 +1,103 @@
+"""The domain rules: which event, if any, an observation becomes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from adapters.observation import Observation
+from daemon.ingest import (
+    ArticleState,
+    decide,
+    diff_stats,
+    evolve,
+    identify,
+    idempotency_key,
+)
+from storage.events import ArticleDiscovered, ArticleRevised
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+BODY = 'Boris Johnson will travel to Moscow.\n\nHe said "talks" would follow.'
+
+
+def obs(
+    body: str = BODY, title: str = "Johnson to visit Moscow", channel: str = "file"
+) -> Observation:
+    return Observation(title=title, body=body, channel=channel, url="https://example.com/a")
+
+
+def feed(
+    state: ArticleState, observation: Observation, minutes: int
+) -> tuple[ArticleState, object]:
+    item = identify(observation)
+    event = decide(state, item, source_id="inbox", observed_at=T0 + timedelta(minutes=minutes))
+    if event is not None:
+        state = evolve(state, event, state.stream_version + 1)
+    return state, event
+
+
+def start() -> ArticleState:
+    return ArticleState(article_id=identify(obs()).article_id)
+
+
+def test_first_observation_discovers_the_article() -> None:
+    _, event = feed(start(), obs(), 0)
+    assert isinstance(event, ArticleDiscovered)
+    assert event.url == "https://example.com/a"
+    assert event.article_key == "https://example.com/a"
+
+
+def test_identical_text_adds_nothing() -> None:
+    state, _ = feed(start(), obs(), 0)
+    _, event = feed(state, obs(), 5)
+    assert event is None
+
+
+def test_whitespace_and_quote_style_changes_are_cosmetic() -> None:
+    state, _ = feed(start(), obs(), 0)
+    curly = BODY.replace('"talks"', "\u201ctalks\u201d").replace("Moscow.", "Moscow .  ")
+    _, event = feed(state, obs(curly), 5)
+    assert isinstance(event, ArticleRevised)
+    assert event.kind == "cosmetic"
+    assert event.changed_fields == ("body",)
+    assert event.previous_check_at == T0
+
+
+def test_new_wording_is_substantive_with_diff_stats() -> None:
+    state, _ = feed(start(), obs(), 0)
+    _, event = feed(state, obs(BODY + "\n\nA third paragraph."), 5)
+    assert isinstance(event, ArticleRevised)
+    assert event.kind == "substantive"
+    assert (event.chars_added, event.chars_removed) == (len("Athirdparagraph."), 0)
+    assert event.previous_version == 1
+
+
+def test_return_to_an_earlier_text_is_a_revert() -> None:
+    state, _ = feed(start(), obs(), 0)
+    state, _ = feed(state, obs(BODY + "\n\nAdded."), 5)
+    _, event = feed(state, obs(), 10)
+    assert isinstance(event, ArticleRevised)
+    assert (event.kind, event.reverts_to_version) == ("revert", 1)
+
+
+def test_a_feed_summary_never_revises_the_full_text_of_another_channel() -> None:
+    state, _ = feed(start(), obs(), 0)
+    summary = obs("Johnson will travel to Moscow.", channel="feed")
+    state, first = feed(state, summary, 5)
+    assert isinstance(first, ArticleRevised)  # the article as the feed shows it
+    _, again = feed(state, summary, 10)
+    assert again is None
+    _, file_again = feed(state, obs(), 15)
+    assert file_again is None  # compared with the latest *file* version, unchanged
+
+
+def test_idempotency_key_depends_on_text_and_predecessor() -> None:
+    item = identify(obs())
+    assert idempotency_key("inbox", item, 0) == idempotency_key("inbox", item, 0)
+    assert idempotency_key("inbox", item, 0) != idempotency_key("inbox", item, 1)
+    other = identify(obs(BODY + "!"))
+    assert idempotency_key("inbox", item, 0) != idempotency_key("inbox", other, 0)
+
+
+def test_diff_stats_count_changed_words() -> None:
+    assert diff_stats("a b c", "a x c") == (1, 1)
+    assert diff_stats("", "new words") == (8, 0)
