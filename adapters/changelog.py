@@ -26,13 +26,13 @@ from __future__ import annotations
 import calendar
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from types import ModuleType
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import feedparser
 
@@ -114,7 +114,9 @@ def parse_listing(body: bytes, *, url: str, content_type: str | None = None) -> 
             "not-a-listing",
             f"{url} is a {page.kind.dialect} {page.kind.kind} page; use parse_version",
         )
-    return _dialect_module(page.kind.dialect).parse_listing(page)
+    with _cut_short_is_truncated(page):
+        listing: Listing = _dialect_module(page.kind.dialect).parse_listing(page)
+    return listing
 
 
 def parse_version(body: bytes, *, url: str, ref: VersionRef, listing: Listing) -> Observation:
@@ -127,8 +129,24 @@ def parse_version(body: bytes, *, url: str, ref: VersionRef, listing: Listing) -
             "dialect-mismatch",
             f"{url} is a {page.kind.dialect} page, the listing {listing.dialect}",
         )
-    observation: Observation = _dialect_module(page.kind.dialect).parse_version(page, ref, listing)
+    with _cut_short_is_truncated(page):
+        observation: Observation = _dialect_module(page.kind.dialect).parse_version(
+            page, ref, listing
+        )
     return observation
+
+
+@contextmanager
+def _cut_short_is_truncated(page: Page) -> Iterator[None]:
+    """An HTML page that lacks a part it needs and never reaches ``</html>`` was cut short."""
+    try:
+        yield
+    except UnusableInput as exc:
+        structural = exc.reason in ("no-versions", "no-article-url", "unrecognised-changelog")
+        html = page.kind.kind in (LISTING, DIFF, VERSION)
+        if structural and html and not _HTML_END.search(page.text):
+            raise UnusableInput("truncated", f"{exc} (the page never ends: cut short?)") from exc
+        raise
 
 
 def _dialect_module(dialect: str) -> ModuleType:
@@ -144,13 +162,25 @@ _FEED_ROOT = re.compile(rb"<(?:rss|feed|rdf:RDF)\b")
 _HTML_SIGNS = (
     (re.compile(r"class=[\"']?version_diff\b"), PageKind(dialect=NEWSSNIFFER, kind=DIFF)),
     (re.compile(r"Version\s+\d+\s+of\s+\d+"), PageKind(dialect=NEWSSNIFFER, kind=VERSION)),
-    (re.compile(r"/articles/\d+/versions/\d+"), PageKind(dialect=NEWSSNIFFER, kind=LISTING)),
-    (re.compile(r"Change\s+Log[\s\S]*?/json/view/\d+"), PageKind(dialect=NEWSDIFFS, kind=LISTING)),
+    (
+        re.compile(r"/articles/\d+/versions/\d+|<th[^>]*class=[\"']?version\b"),
+        PageKind(dialect=NEWSSNIFFER, kind=LISTING),
+    ),
+    (
+        re.compile(r"<h1[^>]*>[^<]*Change\s+Log\s*</h1>|Change\s+Log[\s\S]*?/json/view/\d+"),
+        PageKind(dialect=NEWSDIFFS, kind=LISTING),
+    ),
 )
 _FEED_SIGNS = (
     (re.compile(r"/articles/\d+/diff/\d+/\d+|newssniffer"), NEWSSNIFFER),
     (re.compile(r"/article-history/|/json/view/\d+|/diff/\d+/\d+/|newsdiffs"), NEWSDIFFS),
 )
+# Traces of a tracker's page that may survive when the page is cut before its versions.
+_TRACKER_TRACES = (
+    (re.compile(r"News Sniffer|title=[\"']Original article|/articles/\d+(?:\.rss|/)"), NEWSSNIFFER),
+    (re.compile(r"NewsDiffs|/article-history/|/json/view/\d+"), NEWSDIFFS),
+)
+_HTML_END = re.compile(r"</html>\s*$", re.I)
 _JSON_VIEW_KEY = re.compile(r"\"(?:title|text|byline|date)\"\s*:")
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.I)
 
@@ -170,8 +200,12 @@ def _decode(body: bytes, url: str, content_type: str | None) -> str:
     charset = match.group(1) if match else "utf-8-sig"
     try:
         return body.decode(charset)
-    except (LookupError, UnicodeDecodeError) as exc:
-        raise UnusableInput("undecodable", f"{url} is not valid {charset}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        cut = exc.end >= len(body) and "end of data" in exc.reason  # a character cut in two
+        reason = "truncated" if cut else "undecodable"
+        raise UnusableInput(reason, f"{url} is not valid {charset}: {exc}") from exc
+    except LookupError as exc:
+        raise UnusableInput("undecodable", f"{url} names an unknown charset {charset}") from exc
 
 
 def _feed_kind(text: str, url: str) -> PageKind:
@@ -189,6 +223,11 @@ def _text_kind(text: str, url: str) -> PageKind:
     for sign, kind in _HTML_SIGNS:
         if sign.search(text):
             return kind
+    for sign, dialect in _TRACKER_TRACES:
+        if sign.search(text) and not _HTML_END.search(text):
+            raise UnusableInput(
+                "truncated", f"{url}: a {dialect} page cut short before its versions"
+            )
     raise _unrecognised(url, "not a News Sniffer or NewsDiffs page")
 
 
@@ -198,60 +237,16 @@ def _unrecognised(url: str, what: str) -> UnusableInput:
 
 # --- a small HTML tree on top of html.parser ---------------------------------------
 
-_VOID = frozenset(
-    [
-        "area",
-        "base",
-        "br",
-        "col",
-        "embed",
-        "hr",
-        "img",
-        "input",
-        "link",
-        "meta",
-        "param",
-        "source",
-        "track",
-        "wbr",
-    ]
-)
+_VOID = frozenset({
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+    "source", "track", "wbr",
+})  # fmt: skip
 _INVISIBLE = frozenset({"script", "style", "template", "head"})
-_BLOCK = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "br",
-        "dd",
-        "div",
-        "dl",
-        "dt",
-        "figure",
-        "footer",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "li",
-        "main",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "table",
-        "td",
-        "th",
-        "tr",
-        "ul",
-    ]
-)
+_BLOCK = frozenset({
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figure",
+    "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol",
+    "p", "pre", "section", "table", "td", "th", "tr", "ul",
+})  # fmt: skip
 _P_CLOSERS = _BLOCK - {"br", "td", "th", "tr", "li", "dd", "dt"}
 # start tag -> (open elements it implicitly ends, elements that stop the search)
 _IMPLIED_ENDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -448,33 +443,17 @@ def _clock(match: re.Match[str]) -> tuple[int, int]:
     return hour, minute
 
 
-def parse_iso_time(text: str, url: str, *, naive_is_eastern: bool) -> datetime:
+def parse_iso_time(text: str, url: str, *, naive: Callable[[datetime], datetime]) -> datetime:
+    """An ISO 8601 time in UTC; ``naive`` says what a time without offset means."""
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise UnusableInput("bad-time", f"{url}: cannot read the time {text!r}") from exc
-    if moment.tzinfo is None:
-        return eastern_to_utc(moment) if naive_is_eastern else moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return naive(moment) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def eastern_to_utc(local: datetime) -> datetime:
-    """US Eastern wall-clock time (NewsDiffs' "EST", which follows daylight saving) to UTC."""
-    try:
-        return local.replace(tzinfo=ZoneInfo("America/New_York")).astimezone(UTC)
-    except ZoneInfoNotFoundError:  # a host without tzdata: the rules in force since 2007
-        return (local - us_eastern_offset(local)).replace(tzinfo=UTC)
-
-
-def us_eastern_offset(local: datetime) -> timedelta:
-    start = _nth_sunday(local.year, 3, 2) + timedelta(hours=2)
-    end = _nth_sunday(local.year, 11, 1) + timedelta(hours=2)
-    return timedelta(hours=-4 if start <= local.replace(tzinfo=None) < end else -5)
-
-
-def _nth_sunday(year: int, month: int, n: int) -> datetime:
-    first = datetime(year, month, 1)
-    return first + timedelta(days=(6 - first.weekday()) % 7 + 7 * (n - 1))
+def assume_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC)
 
 
 def label_order(label: str) -> tuple[int, int, str]:
@@ -565,8 +544,8 @@ def decode_json(page: Page) -> Any:
     try:
         return json.loads(page.text)
     except json.JSONDecodeError as exc:
-        cut = exc.pos >= len(page.text.rstrip()) - 1 or exc.msg.startswith("Unterminated")
-        reason = "truncated" if cut else "malformed"
+        # A view is one object: text that does not end with its "}" was cut short.
+        reason = "malformed" if page.text.rstrip().endswith("}") else "truncated"
         raise UnusableInput(reason, f"{page.url}: the JSON does not decode: {exc}") from exc
 
 

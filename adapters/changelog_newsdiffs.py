@@ -17,10 +17,11 @@ What each page gives:
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapters.changelog import (
     FEED,
@@ -34,7 +35,6 @@ from adapters.changelog import (
     check_label,
     collapse,
     decode_json,
-    eastern_to_utc,
     feed_entry_paragraphs,
     make_listing,
     parse_html,
@@ -88,7 +88,7 @@ def _string(value: Any) -> str | None:
 
 
 def _view_time(value: Any, url: str) -> datetime | None:
-    return parse_iso_time(value, url, naive_is_eastern=True) if isinstance(value, str) else None
+    return parse_iso_time(value, url, naive=eastern_to_utc) if isinstance(value, str) else None
 
 
 # --- Change Log page -----------------------------------------------------------------
@@ -142,7 +142,7 @@ def _row_ref(tr: Element, url: str) -> VersionRef:
 def _cell_time(cell: Element, url: str) -> datetime:
     stamp = cell.find("time")
     if stamp is not None and stamp.attrs.get("datetime"):
-        return parse_iso_time(stamp.attrs["datetime"], url, naive_is_eastern=True)
+        return parse_iso_time(stamp.attrs["datetime"], url, naive=eastern_to_utc)
     return eastern_to_utc(parse_human_time(cell.text(), url))
 
 
@@ -198,5 +198,27 @@ def _entry_time(entry: Any, url: str) -> datetime | None:
     try:
         moment = parsedate_to_datetime(raw)
     except (TypeError, ValueError):
-        return parse_iso_time(raw, url, naive_is_eastern=True)
+        return parse_iso_time(raw, url, naive=eastern_to_utc)
     return eastern_to_utc(moment) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# --- US Eastern time ------------------------------------------------------------------
+
+
+def eastern_to_utc(local: datetime) -> datetime:
+    """US Eastern wall-clock time (NewsDiffs' "EST", which follows daylight saving) to UTC."""
+    try:
+        return local.replace(tzinfo=ZoneInfo("America/New_York")).astimezone(UTC)
+    except ZoneInfoNotFoundError:  # a host without tzdata: the rules in force since 2007
+        return (local - us_eastern_offset(local)).replace(tzinfo=UTC)
+
+
+def us_eastern_offset(local: datetime) -> timedelta:
+    start = _nth_sunday(local.year, 3, 2) + timedelta(hours=2)
+    end = _nth_sunday(local.year, 11, 1) + timedelta(hours=2)
+    return timedelta(hours=-4 if start <= local.replace(tzinfo=None) < end else -5)
+
+
+def _nth_sunday(year: int, month: int, n: int) -> datetime:
+    first = datetime(year, month, 1)
+    return first + timedelta(days=(6 - first.weekday()) % 7 + 7 * (n - 1))

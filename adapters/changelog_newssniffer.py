@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin
 
@@ -29,6 +29,7 @@ from adapters.changelog import (
     Page,
     PageOrigin,
     VersionRef,
+    assume_utc,
     check_label,
     collapse,
     feed_entry_paragraphs,
@@ -123,7 +124,7 @@ def _article_url(doc: Element) -> str | None:
             return link.attrs["href"].strip()
     cite = doc.find("cite", "article_url")
     anchor = cite.find("a") if cite else None
-    return anchor.attrs.get("href", "").strip() or None if anchor else None
+    return (anchor.attrs.get("href", "").strip() or None) if anchor else None
 
 
 def _source(doc: Element) -> str | None:
@@ -192,8 +193,8 @@ def _row_ref(cells: list[Element], columns: dict[str, int], url: str) -> Version
 def _cell_time(cell: Element, url: str) -> datetime:
     stamp = cell.find("time")
     if stamp is not None and stamp.attrs.get("datetime"):
-        return parse_iso_time(stamp.attrs["datetime"], url, naive_is_eastern=False)
-    return parse_human_time(cell.text(), url).replace(tzinfo=UTC)
+        return parse_iso_time(stamp.attrs["datetime"], url, naive=assume_utc)
+    return assume_utc(parse_human_time(cell.text(), url))
 
 
 def _check_count(doc: Element, found: int, url: str) -> None:
@@ -284,16 +285,14 @@ def _listing_from_feed(page: Page) -> Listing:
     about = _FEED_ABOUT.search(feed.feed.get("description", "") or "")
     if about is None:
         raise UnusableInput("no-article-url", f"{page.url} does not name the original article")
-    entries = feed.entries
-    source = about.group(1) or next((e.get("author") for e in entries if e.get("author")), None)
     origin = PageOrigin(
         dialect=NEWSSNIFFER,
         article_url=about.group(2),
-        source_name=source.lower() if source else None,
+        source_name=about.group(1).lower(),
         page_url=page.url,
     )
-    refs = [_entry_ref(entry, page.url) for entry in entries]
-    return make_listing(origin, refs, _feed_observations(origin, refs, entries))
+    refs = [_entry_ref(entry, page.url) for entry in feed.entries]
+    return make_listing(origin, refs, _feed_observations(origin, refs, feed.entries))
 
 
 def _entry_ref(entry: Any, url: str) -> VersionRef:

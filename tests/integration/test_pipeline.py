@@ -3,6 +3,7 @@ projections -> archive/rejected."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -93,7 +94,7 @@ def test_revisions_get_versions_with_validity_intervals(
     assert [(v, k) for v, k, _, _ in versions] == [
         (1, "substantive"), (2, "substantive"), (3, "cosmetic"), (4, "revert"),
     ]  # fmt: skip
-    for (_, _, _, valid_to), (_, _, next_from, _) in zip(versions, versions[1:], strict=False):
+    for (_, _, _, valid_to), (_, _, next_from, _) in itertools.pairwise(versions):
         assert valid_to == next_from
     assert versions[-1][3] is None
     assert rows(engine, "SELECT version_count FROM articles") == [(4,)]
