@@ -24,8 +24,8 @@ import structlog
 from adapters.errors import UnusableInput
 from adapters.textfile import parse_text_file
 from daemon import faults
-from daemon.ingest import ArticleState, Identified, decide, evolve, fold, identify
-from daemon.ingest import idempotency_key as article_idempotency_key
+from daemon.ingest import Identified, identify
+from daemon.recorder import Pending, plan
 from storage.blobs import Blob
 from storage.errors import ConcurrencyError
 from storage.events import InputRejected, to_iso
@@ -220,41 +220,16 @@ class FileIngestor:
     def _article_events(
         self, loaded: Sequence[Loaded], now: datetime, report: BatchReport
     ) -> list[NewEvent]:
-        streams = self.store.read_streams(x.item.article_id for x in loaded)
-        states: dict[str, ArticleState] = {
-            aid: fold(aid, ((e.stream_version, e.decode()) for e in history))
-            for aid, history in streams.items()
-        }
-        batch = []
-        for x in loaded:
-            aid = x.item.article_id
-            state = states.get(aid) or ArticleState(article_id=aid)
-            event = decide(state, x.item, source_id=INBOX_SOURCE, observed_at=now)
-            if event is None:
-                report.unchanged += 1
-                continue
-            version = state.stream_version + 1
-            states[aid] = evolve(state, event, version)
-            if version == 1:
-                report.new += 1
-            else:
-                report.revised += 1
-            batch.append(
-                NewEvent(
-                    stream_id=aid,
-                    stream_version=version,
-                    idempotency_key=article_idempotency_key(INBOX_SOURCE, x.item, version - 1),
-                    event=event,
-                    occurred_at=x.item.observation.published_at,
-                    metadata={
-                        "source_id": INBOX_SOURCE,
-                        "adapter": ADAPTER,
-                        "input": x.name,
-                        "raw_sha256": x.sha256,
-                    },
-                )
-            )
-        return batch
+        pending = [
+            Pending(x.item, INBOX_SOURCE, {"source_id": INBOX_SOURCE, "adapter": ADAPTER,
+                                           "input": x.name, "raw_sha256": x.sha256})
+            for x in loaded
+        ]  # fmt: skip
+        result = plan(self.store, pending, now)
+        report.new += result.count("new")
+        report.revised += result.count("revised")
+        report.unchanged += result.count("unchanged")
+        return result.events
 
     def _rejection_event(self, refusal: Refused, now: datetime) -> NewEvent:
         kept = self._rejected_path(refusal) if refusal.exists else None

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -137,9 +138,72 @@ rejections = Table(
     Column("recorded_at", UtcDateTime(), nullable=False),
 )
 
+# Sources: configuration is a projection of source.* events (rebuildable); polling
+# state is the scheduler's own table (it changes at every check and is not history);
+# the ``sources`` view joins them for users. Every check is one row in ``fetch_log``.
+source_config = Table(
+    "source_config",
+    metadata,
+    Column("source_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # feed | changelog | page
+    Column("url", Text, nullable=False),
+    Column("name", Text),
+    Column("settings", Json, nullable=False),
+    Column("origin", String(16), nullable=False),  # cli | config
+    Column("removed", Integer, nullable=False),
+    Column("added_at", UtcDateTime(), nullable=False),
+)
+
+source_state = Table(
+    "source_state",
+    metadata,
+    Column("source_id", String(64), primary_key=True),
+    Column("status", String(24), nullable=False),  # active | backing-off | gone | tracking-stopped
+    Column("last_check_at", UtcDateTime()),
+    Column("last_success_at", UtcDateTime()),
+    Column("last_change_at", UtcDateTime()),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("next_check_at", UtcDateTime(), nullable=False),
+    Column("interval_seconds", Float, nullable=False),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("body_sha256", String(64)),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UtcDateTime()),
+)
+Index("source_state_due", source_state.c.next_check_at)
+
+fetch_log = Table(
+    "fetch_log",
+    metadata,
+    Column("id", Position, Identity(always=False), primary_key=True),
+    Column("source_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("checked_at", UtcDateTime(), nullable=False),
+    Column("http_status", Integer),
+    Column("bytes", BigInteger, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),  # new|revised|unchanged|not-modified|failed
+    Column("new", Integer, nullable=False),
+    Column("revised", Integer, nullable=False),
+    Column("error", Text),
+)
+Index("fetch_log_source", fetch_log.c.source_id, fetch_log.c.checked_at)
+
+SOURCES_VIEW = """CREATE VIEW sources AS
+SELECT c.source_id, c.kind, c.url, c.name,
+       CASE WHEN c.removed = 1 THEN 'removed' ELSE COALESCE(s.status, 'active') END AS status,
+       s.last_check_at, s.last_success_at, s.last_status, s.last_error,
+       COALESCE(s.consecutive_failures, 0) AS consecutive_failures, s.next_check_at,
+       s.etag, s.last_modified, c.origin, c.added_at
+FROM source_config c LEFT JOIN source_state s ON s.source_id = c.source_id"""
+
 PROJECTION_TABLES = {
     "articles": (article_versions, articles),
     "rejections": (rejections,),
+    "sources": (source_config,),
 }
 
 _SQLITE_TRIGGERS = [
@@ -147,6 +211,10 @@ _SQLITE_TRIGGERS = [
        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END""",
     """CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END""",
+    """CREATE TRIGGER IF NOT EXISTS fetch_log_no_update BEFORE UPDATE ON fetch_log
+       BEGIN SELECT RAISE(ABORT, 'fetch_log is append-only: UPDATE refused'); END""",
+    """CREATE TRIGGER IF NOT EXISTS fetch_log_no_delete BEFORE DELETE ON fetch_log
+       BEGIN SELECT RAISE(ABORT, 'fetch_log is append-only: DELETE refused'); END""",
 ]
 
 # Appends serialize on a transaction-scoped advisory lock taken by a statement-level
@@ -166,6 +234,9 @@ _POSTGRES_TRIGGERS = [
     "DROP TRIGGER IF EXISTS events_no_truncate ON events",
     """CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
        FOR EACH STATEMENT EXECUTE FUNCTION storyline_events_append_only()""",
+    "DROP TRIGGER IF EXISTS fetch_log_no_change ON fetch_log",
+    """CREATE TRIGGER fetch_log_no_change BEFORE UPDATE OR DELETE ON fetch_log
+       FOR EACH ROW EXECUTE FUNCTION storyline_events_append_only()""",
     "DROP TRIGGER IF EXISTS events_serialize ON events",
     """CREATE TRIGGER events_serialize BEFORE INSERT ON events
        FOR EACH STATEMENT EXECUTE FUNCTION storyline_events_serialize()""",
@@ -185,6 +256,8 @@ def create_schema(engine: Engine) -> None:
         triggers = _POSTGRES_TRIGGERS if conn.dialect.name == "postgresql" else _SQLITE_TRIGGERS
         for statement in triggers:
             conn.exec_driver_sql(statement)
+        if "sources" not in inspect(conn).get_view_names():
+            conn.exec_driver_sql(SOURCES_VIEW)
         if found is None:
             conn.execute(schema_info.insert().values(key="schema_version", value="1"))
 

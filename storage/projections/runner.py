@@ -12,6 +12,7 @@ from storage.db import IMMEDIATE
 from storage.projections.articles import ArticlesProjection
 from storage.projections.base import Projection
 from storage.projections.rejections import RejectionsProjection
+from storage.projections.sources import SourcesProjection
 from storage.schema import checkpoints, events, reset_projection
 from storage.store import EventStore, StoredEvent, utc_now
 
@@ -19,7 +20,7 @@ Progress = Callable[[int, int], None]
 
 
 def default_projections() -> list[Projection]:
-    return [ArticlesProjection(), RejectionsProjection()]
+    return [ArticlesProjection(), RejectionsProjection(), SourcesProjection()]
 
 
 class ProjectionRunner:

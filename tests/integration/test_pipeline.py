@@ -187,7 +187,7 @@ def test_rebuild_gives_the_same_tables_as_incremental_processing(
     replayed = ProjectionRunner(engine).rebuild()
     assert replayed > 0
     assert _snapshot(engine) == before
-    assert ProjectionRunner(engine).lag() == {"articles": 0, "rejections": 0}
+    assert set(ProjectionRunner(engine).lag().values()) == {0}
 
 
 def test_a_failing_projection_batch_changes_neither_rows_nor_checkpoint(
