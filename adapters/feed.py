@@ -79,19 +79,25 @@ def extract_feed(body: bytes, url: str, headers: Mapping[str, str]) -> dict[str,
         "bozo": bool(parsed.get("bozo")),
         "bozo_reason": f"{type(exc).__name__}: {exc}" if exc is not None else None,
         "title": _detail_text(parsed.feed, "title") or None,
-        "ttl": str(parsed.feed.get("ttl") or ""),
+        "ttl": str(_raw(parsed.feed, "ttl") or ""),
         "entries": [_entry(e) for e in parsed.entries],
     }
 
 
+def _raw(node: Any, key: str) -> Any:
+    """What the document says. FeedParserDict.get maps a missing key to another one
+    ("updated" to "published", with a DeprecationWarning); plain dict.get does not."""
+    return dict.get(node, key)
+
+
 def _entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": (entry.get("id") or "").strip(),
-        "link": (entry.get("link") or "").strip(),
+        "id": (_raw(entry, "id") or "").strip(),
+        "link": (_raw(entry, "link") or "").strip(),
         "title": _detail_text(entry, "title"),
         "body": _best_body(entry),
-        "published": _timestamp(entry.get("published_parsed")),
-        "updated": _timestamp(entry.get("updated_parsed")),
+        "published": _timestamp(_raw(entry, "published_parsed")),
+        "updated": _timestamp(_raw(entry, "updated_parsed")),
         "byline": _byline(entry),
     }
 
@@ -101,23 +107,24 @@ def _is_html(content_type: str | None) -> bool:
 
 
 def _detail_text(node: Mapping[str, Any], key: str) -> str:
-    value = node.get(key) or ""
-    detail = node.get(f"{key}_detail") or {}
+    value = _raw(node, key) or ""
+    detail = _raw(node, f"{key}_detail") or {}
     return html_to_line(value) if _is_html(detail.get("type")) else collapse(value)
 
 
 def _best_body(entry: Mapping[str, Any]) -> str:
     """The longest text among content[] and summary (a summary is often just a teaser)."""
-    parts = [(c.get("value") or "", c.get("type")) for c in entry.get("content") or []]
-    if entry.get("summary"):
-        parts.append((entry["summary"], (entry.get("summary_detail") or {}).get("type")))
+    contents = _raw(entry, "content") or []
+    parts = [(_raw(c, "value") or "", _raw(c, "type")) for c in contents]
+    if summary := _raw(entry, "summary"):
+        parts.append((summary, (_raw(entry, "summary_detail") or {}).get("type")))
     texts = [html_to_text(v) if _is_html(t) else plain_to_text(v) for v, t in parts]
     return max(texts, key=len, default="")
 
 
 def _byline(entry: Mapping[str, Any]) -> str | None:
-    names = [collapse(a.get("name") or "") for a in entry.get("authors") or []]
-    names = [n for n in names if n] or [collapse(entry.get("author") or "")]
+    names = [collapse(_raw(a, "name") or "") for a in _raw(entry, "authors") or []]
+    names = [n for n in names if n] or [collapse(_raw(entry, "author") or "")]
     return ", ".join(n for n in names if n) or None
 
 
@@ -132,8 +139,12 @@ def _timestamp(parsed: Any) -> int | None:
 
 
 def build_result(raw: Mapping[str, Any], *, url: str) -> FeedResult:
-    """Observations from :func:`extract_feed`'s output; refuses what is not a feed."""
-    entries = raw["entries"]
+    """Observations from :func:`extract_feed`'s output; refuses what is not a feed.
+
+    An entry with no id, link, title or text (what a truncated document leaves of its
+    last item) carries nothing to record and is skipped.
+    """
+    entries = [e for e in raw["entries"] if any(e[k] for k in ("id", "link", "title", "body"))]
     if not entries and (raw["bozo"] or not raw["version"]):
         reason = raw["bozo_reason"] or "no feed format recognised and no entries"
         raise UnusableInput("not-a-feed", f"not a feed at {url}: {reason}")
@@ -214,13 +225,18 @@ def _worker_main(conn: Any, target: Extractor) -> None:
     """Loop of one worker process: a job is (body, url, headers); None means stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     conn.send(("ready",))
-    while (job := conn.recv()) is not None:
-        try:
-            conn.send(("ok", target(*job)))
-        except UnusableInput as exc:
-            conn.send(("unusable", exc.reason, str(exc)))
-        except Exception as exc:  # per-job boundary: report it, keep serving
-            conn.send(("error", "parse-error", f"{type(exc).__name__}: {exc}"))
+    with contextlib.suppress(EOFError):  # the parent went away: nothing left to do
+        while (job := conn.recv()) is not None:
+            conn.send(_answer(target, job))
+
+
+def _answer(target: Extractor, job: tuple[bytes, str, dict[str, str]]) -> tuple[Any, ...]:
+    try:
+        return ("ok", target(*job))
+    except UnusableInput as exc:
+        return ("unusable", exc.reason, str(exc))
+    except Exception as exc:  # per-job boundary: report it, keep serving
+        return ("error", "parse-error", f"{type(exc).__name__}: {exc}")
 
 
 class _Worker:
@@ -237,7 +253,7 @@ class _Worker:
         self.conn.recv()
 
     def call(self, job: tuple[bytes, str, dict[str, str]], timeout: float) -> tuple[Any, ...]:
-        """The worker's answer, or None when it ran out of time or died."""
+        """The worker's answer, or () when it ran out of time or died."""
         try:
             self.conn.send(job)
             return self.conn.recv() if self.conn.poll(timeout) else ()

@@ -1,5 +1,8 @@
 """The project's one HTTP client: limits, conditional GET, SSRF guard, per-host politeness.
 
+Pure parts (address classification, Retry-After, capped decompression) live in
+:mod:`adapters.httpsafety`.
+
 Exceptions raised by :meth:`HttpClient.fetch`::
 
     AdapterError                     (adapters.errors)
@@ -23,25 +26,38 @@ import ipaddress
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from adapters.errors import AdapterError
+from adapters.httpsafety import (
+    BodyDecodeError,
+    CappedDecoder,
+    in_networks,
+    is_blocked_address,
+    parse_retry_after,
+)
+
+__all__ = [
+    "FetchError",
+    "FetchResult",
+    "Gone",
+    "HttpClient",
+    "HttpSettings",
+    "NotFound",
+    "PermanentFetchError",
+    "TransientFetchError",
+    "is_blocked_address",
+    "parse_retry_after",
+]
 
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo-compatible
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
-# Blocked on top of the ipaddress flags (is_private etc.), which miss CGNAT in 3.11.
-_BLOCKED_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10", "0.0.0.0/8")
-)
 
 
 def _default_user_agent() -> str:
@@ -107,33 +123,6 @@ class Gone(PermanentFetchError):
     pass
 
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait, from delta-seconds or an HTTP-date; None when absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def is_blocked_address(address: str) -> bool:
-    """True for loopback, private, link-local, CGNAT, ULA, multicast, reserved addresses."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    flags = (ip.is_loopback, ip.is_private, ip.is_link_local, ip.is_multicast)
-    if any(flags) or ip.is_unspecified or ip.is_reserved:
-        return True
-    return any(ip.version == net.version and ip in net for net in _BLOCKED_NETWORKS)
-
-
 class _HostGate:
     """Per-host concurrency limit and minimum delay between request starts. Thread-safe."""
 
@@ -151,50 +140,20 @@ class _HostGate:
                 host, threading.BoundedSemaphore(self._settings.per_host_concurrency)
             )
         slot.acquire()
+        try:
+            self._wait_turn(host)
+        except BaseException:
+            slot.release()
+            raise
+        return slot
+
+    def _wait_turn(self, host: str) -> None:
         with self._lock:  # reserve a start time, then wait for it outside the lock
             now = self._clock()
             start = max(now, self._next_start.get(host, now))
             self._next_start[host] = start + self._settings.per_host_min_delay
         if start > now:
             self._sleep(start - now)
-        return slot
-
-
-class _Decoder:
-    """Content-Encoding decoding with a cap: never inflates more than ``limit`` bytes."""
-
-    def __init__(self, encodings: list[str], *, url: str) -> None:
-        self._url = url
-        self._chain: list[Any] = []
-        for name in reversed(encodings):  # the last encoding applied is undone first
-            if name in ("gzip", "x-gzip"):
-                self._chain.append(zlib.decompressobj(zlib.MAX_WBITS | 32))
-            elif name == "deflate":
-                self._chain.append(None)  # zlib-wrapped or raw: decided on the first bytes
-            elif name != "identity":
-                raise PermanentFetchError(
-                    f"unsupported Content-Encoding {name!r} at {url}", url=url
-                )
-
-    def decode(self, data: bytes, limit: int) -> bytes:
-        for i, step in enumerate(self._chain):
-            if step is None:
-                step = self._chain[i] = _deflate_for(data)
-            try:
-                data = step.decompress(data, limit + 1)
-            except zlib.error as exc:
-                raise PermanentFetchError(
-                    f"undecodable body at {self._url}: {exc}", url=self._url
-                ) from exc
-            if step.unconsumed_tail:  # more output than the cap allows
-                return data + b"\0"  # one byte past limit: the caller refuses it
-        return data
-
-
-def _deflate_for(first: bytes) -> Any:
-    """HTTP "deflate" should be zlib-wrapped; some servers send raw deflate."""
-    zlib_header = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
-    return zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
 
 
 class HttpClient:
@@ -349,12 +308,15 @@ class HttpClient:
             raise PermanentFetchError(
                 f"body of {length} bytes exceeds {cap} bytes at {url}", url=str(url)
             )
-        decoder = _Decoder(encodings, url=str(url))
+        try:
+            decoder = CappedDecoder(encodings)
+        except BodyDecodeError as exc:
+            raise PermanentFetchError(f"{exc} at {url}", url=str(url)) from exc
         parts: list[bytes] = []
         size = 0
         for raw in _raw_chunks(response, url):
             self._remaining(url, started)  # a trickling server fails at the deadline
-            data = decoder.decode(raw, cap - size)
+            data = _decode(decoder, raw, cap - size, url)
             size += len(data)
             if size > cap:
                 raise PermanentFetchError(
@@ -394,6 +356,8 @@ class HttpClient:
             raise TransientFetchError(
                 f"cannot resolve {host!r} for {url}: {exc}", url=str(url)
             ) from exc
+        if not infos:
+            raise TransientFetchError(f"no address for {host!r} at {url}", url=str(url))
         for info in infos:
             address = str(info[4][0])
             if is_blocked_address(address) and not self._is_allowed(address):
@@ -403,8 +367,7 @@ class HttpClient:
                 )
 
     def _is_allowed(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        return any(ip.version == net.version and ip in net for net in self._allowed)
+        return in_networks(address, self._allowed)
 
 
 class _Exchange:
@@ -425,6 +388,13 @@ class _Exchange:
     def __exit__(self, *exc: object) -> None:
         if self._response is not None:
             self._response.close()
+
+
+def _decode(decoder: CappedDecoder, raw: bytes, limit: int, url: httpx.URL) -> bytes:
+    try:
+        return decoder.decode(raw, limit)
+    except BodyDecodeError as exc:
+        raise PermanentFetchError(f"{exc} at {url}", url=str(url)) from exc
 
 
 def _raw_chunks(response: httpx.Response, url: httpx.URL) -> Iterator[bytes]:

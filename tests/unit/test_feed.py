@@ -1,0 +1,290 @@
+"""Feed bytes to observations: formats, identity rules, hostile input, the worker pool."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.errors import UnusableInput
+from adapters.feed import FeedParserPool, extract_feed, parse_feed, parse_feed_inline
+from adapters.htmltext import html_to_text
+from adapters.xmlguard import check_prolog
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
+FEED_URL = "https://feeds.example.com/feed.xml"
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def parse(name: str) -> Any:
+    return parse_feed_inline(fixture(name), url=FEED_URL)
+
+
+def refusal(body: bytes, headers: Mapping[str, str] | None = None) -> str:
+    with pytest.raises(UnusableInput) as info:
+        parse_feed_inline(body, url=FEED_URL, headers=headers)
+    return info.value.reason
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, sec, tzinfo=UTC)
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+
+def test_rss2_entries() -> None:
+    result = parse("rss2.xml")
+    assert result.title == "The Example Times"
+    assert result.ttl_seconds == 30 * 60
+    assert not result.bozo and result.bozo_reason is None
+    assert [o.title for o in result.observations] == [
+        "Storm & flood warnings issued",
+        "Minister resigns",
+        "Markets close higher",
+    ]
+    first, second, third = result.observations
+    assert first.guid == "example-times-1001"
+    assert first.url == "https://news.example.com/world/2025/jun/03/storm-warnings"
+    assert first.published_at == utc(2025, 6, 3, 7, 39, 21)
+    assert first.updated_at is None  # RSS says nothing about updates
+    assert first.byline == "Ana Silva"
+    assert first.source_name == "The Example Times"
+    assert first.channel == "feed"
+    assert second.url == "https://feeds.example.com/politics/2025/jun/02/minister-resigns"
+    assert third.guid == "https://news.example.com/business/2025/jun/02/markets"  # from <link>
+    assert result.entries_published == [
+        utc(2025, 6, 3, 7, 39, 21),
+        utc(2025, 6, 2, 18, 0),
+        utc(2025, 6, 2, 17, 30),
+    ]
+
+
+def test_rss2_html_content_becomes_clean_paragraphs() -> None:
+    first, second, _ = parse("rss2.xml").observations
+    assert first.paragraphs == [  # longest of content:encoded and description; no script/style
+        "Forecasters issued amber warnings on Tuesday.",
+        "Rivers are expected to rise\u00a0\u2014 residents were told to prepare.".replace(
+            "\u00a0", " "
+        ),
+        "Schools will close early.",
+    ]
+    assert second.body == (
+        "The minister resigned on Monday evening.\n\nA successor is expected this week."
+    )
+
+
+def test_rss1_entries() -> None:
+    result = parse("rss1.xml")
+    assert result.title == "RDF Gazette"
+    assert result.ttl_seconds is None
+    assert [(o.guid, o.url, o.title) for o in result.observations] == [
+        ("https://rdf.example.org/a/1", "https://rdf.example.org/a/1", "First story"),
+        ("https://rdf.example.org/a/2", "https://rdf.example.org/a/2", "Second story"),
+    ]
+    first = result.observations[0]
+    assert first.body == "The first story's text."
+    assert first.updated_at == utc(2025, 5, 30, 7, 15)  # dc:date
+    assert first.byline == "Lee Chen"
+    assert result.entries_published == [utc(2025, 5, 30, 7, 15), utc(2025, 5, 31, 10, 0)]
+
+
+def test_atom_entries() -> None:
+    result = parse("atom.xml")
+    assert result.title == "Atom Daily"
+    budget, no_id = result.observations
+    assert budget.guid == "tag:atom.example.net,2025:budget"
+    assert budget.url == "https://atom.example.net/stories/budget"  # xml:base applied
+    assert budget.title == "Budget approved"  # type="html" title, markup stripped
+    assert budget.published_at == utc(2025, 6, 1, 8, 0)
+    assert budget.updated_at == utc(2025, 6, 1, 11, 30)
+    assert budget.byline == "Sam Jones, Kim Lee"
+    assert budget.paragraphs == [
+        "Vote",
+        "Parliament approved the budget by 312 votes to 290.",
+        "Taxes unchanged",
+        "Spending up 2%",
+    ]
+    assert no_id.body == "Plain paragraph one.\n\nParagraph two."  # xhtml content
+
+
+def test_html_to_text() -> None:
+    html = (
+        "<div>Intro &amp; more</div><p>One<br>two</p><script>var x = '<p>';</script>"
+        "<style>p {}</style><p>  spaced \n out  </p><p></p>&eacute;t&eacute;"
+    )
+    assert html_to_text(html) == "Intro & more\n\nOne\n\ntwo\n\nspaced out\n\nété"
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+
+def test_missing_guids_fall_back_to_link_then_content_hash() -> None:
+    linked, orphan = parse("no-guids.xml").observations
+    assert linked.guid == "https://sparse.example.com/only-link"
+    assert orphan.guid is not None and orphan.guid.startswith("sha256:")
+    assert orphan.url is None
+    again = parse("no-guids.xml").observations[1]
+    assert again.guid == orphan.guid  # stable across polls
+
+
+def test_duplicate_guids_kept_and_disambiguated() -> None:
+    result = parse("duplicate-guids.xml")
+    assert [(o.guid, o.title) for o in result.observations] == [
+        ("same", "First"),
+        ("same#2", "Second"),
+        ("same#3", "Third"),
+        ("other", "Other"),
+    ]
+
+
+# -- malformed input ---------------------------------------------------------------------------
+
+
+def test_wrong_declared_charset_recorded_as_bozo() -> None:
+    result = parse("latin1-declared-utf8.xml")
+    assert result.bozo
+    assert result.bozo_reason is not None and "declared as utf-8" in result.bozo_reason
+    assert result.title == "Le Café du Coin"
+    (entry,) = result.observations
+    assert entry.title == "Crème brûlée à la une"
+    assert entry.body == "Un café très apprécié."
+
+
+def test_truncated_feed_with_entries_kept_with_bozo() -> None:
+    result = parse("truncated-with-entries.xml")
+    assert result.bozo and result.bozo_reason and "no element found" in result.bozo_reason
+    assert [o.guid for o in result.observations] == ["cut-1"]  # the cut-off item is empty
+
+
+@pytest.mark.parametrize("name", ["truncated.xml", "html-page.html"])
+def test_not_a_feed(name: str) -> None:
+    assert refusal(fixture(name)) == "not-a-feed"
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n", b"/etc/passwd", b"file:///etc/passwd"])
+def test_empty_or_path_like_body_is_not_a_feed(body: bytes) -> None:
+    # Handed bare bytes that name a file, feedparser would read the file: never here.
+    assert refusal(body) == "not-a-feed"
+
+
+def test_not_a_feed_message_names_url_and_bozo_reason() -> None:
+    with pytest.raises(UnusableInput) as info:
+        parse_feed_inline(fixture("truncated.xml"), url=FEED_URL)
+    assert FEED_URL in str(info.value) and "no element found" in str(info.value)
+
+
+def test_empty_but_valid_feed_accepted() -> None:
+    body = b'<?xml version="1.0"?><rss version="2.0"><channel><title>Quiet</title></channel></rss>'
+    result = parse_feed_inline(body, url=FEED_URL)
+    assert result.observations == [] and result.title == "Quiet"
+
+
+# -- entity attacks, refused before feedparser ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["billion-laughs.xml", "external-entity.xml", "external-dtd.xml"])
+def test_entity_attacks_refused(name: str) -> None:
+    assert refusal(fixture(name)) == "xml-entities"
+
+
+def test_quadratic_blowup_refused() -> None:
+    body = (
+        b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "' + b"A" * 100_000 + b'">]>'
+        b"<rss><channel><title>" + b"&a;" * 2000 + b"</title></channel></rss>"
+    )
+    assert refusal(body) == "xml-entities"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_entity_attack_in_utf16_or_32_refused(encoding: str) -> None:
+    text = (
+        fixture("billion-laughs.xml").decode().replace('"1.0"?>', f'"1.0" encoding="{encoding}"?>')
+    )
+    assert refusal(text.encode(encoding)) == "xml-entities"
+
+
+def test_entity_hidden_in_utf7_refused() -> None:
+    # feedparser honours encoding="utf-7" and would expand &a; to "pwned".
+    def utf7(text: str) -> bytes:
+        return b"+" + base64.b64encode(text.encode("utf-16-be")).rstrip(b"=") + b"-"
+
+    body = (
+        b'<?xml version="1.0" encoding="utf-7"?>' + utf7('<!DOCTYPE rss [<!ENTITY a "')
+        + b'pwned' + utf7('">]>') + b'<rss version="2.0"><channel><title>' + utf7("&a;")
+        + b"</title></channel></rss>"
+    )  # fmt: skip
+    assert b"ENTITY" not in body
+    assert refusal(body) == "xml-entities"
+
+
+def test_entity_after_element_lookalike_in_comment_refused() -> None:
+    body = b'<?xml version="1.0"?><!DOCTYPE rss [<!-- <a --> <!ENTITY b "x">]><rss/>'
+    assert refusal(body) == "xml-entities"
+
+
+def test_entity_declared_charset_from_http_header_considered() -> None:
+    body = '<!DOCTYPE rss [<!ENTITY a "x">]><rss/>'.encode("utf-16-le")
+    with pytest.raises(UnusableInput):
+        check_prolog(body, {"Content-Type": "application/rss+xml; charset=utf-16-le"})
+
+
+def test_netscape_rss091_doctype_accepted() -> None:
+    body = (
+        b'<?xml version="1.0"?>\n<!DOCTYPE rss PUBLIC '
+        b'"-//Netscape Communications//DTD RSS 0.91//EN" '
+        b'"http://my.netscape.com/publish/formats/rss-0.91.dtd">\n<rss version="0.91"><channel>'
+        b"<title>Old</title><item><title>Item</title><link>https://old.example.com/1</link>"
+        b"</item></channel></rss>"
+    )
+    result = parse_feed_inline(body, url=FEED_URL)
+    assert [o.title for o in result.observations] == ["Item"]
+
+
+# -- the worker pool -----------------------------------------------------------------------------
+
+
+def slow_extract(body: bytes, url: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Stands in for a feedparser ReDoS: hangs on b"slow"."""
+    if body == b"slow":
+        time.sleep(60)
+    return extract_feed(body, url, headers)
+
+
+def test_pool_gives_the_same_result_as_inline() -> None:
+    with FeedParserPool(workers=2, timeout=10) as pool:
+        for name in ("rss2.xml", "rss1.xml", "atom.xml", "duplicate-guids.xml"):
+            assert pool.parse(fixture(name), FEED_URL) == parse(name)
+
+
+def test_pool_reports_refusals() -> None:
+    with FeedParserPool(workers=1, timeout=10) as pool:
+        with pytest.raises(UnusableInput) as info:
+            pool.parse(fixture("html-page.html"), FEED_URL)
+        assert info.value.reason == "not-a-feed"
+        with pytest.raises(UnusableInput) as info:
+            pool.parse(fixture("billion-laughs.xml"), FEED_URL)
+        assert info.value.reason == "xml-entities"
+
+
+def test_pool_timeout_kills_worker_and_pool_stays_usable() -> None:
+    with FeedParserPool(workers=1, timeout=1.0, target=slow_extract) as pool:
+        started = time.monotonic()
+        with pytest.raises(UnusableInput) as info:
+            pool.parse(b"slow", FEED_URL)
+        assert time.monotonic() - started < 3.0
+        assert info.value.reason == "parse-timeout"
+        assert FEED_URL in str(info.value)
+        assert len(pool.parse(fixture("rss2.xml"), FEED_URL).observations) == 3
+
+
+def test_parse_feed_one_shot() -> None:
+    assert parse_feed(fixture("atom.xml"), url=FEED_URL, timeout=10).title == "Atom Daily"
