@@ -19,9 +19,11 @@ import click
 
 from daemon import config as config_module
 from daemon import log as log_setup
+from daemon.config import SourceEntry
 from daemon.errors import AlreadyRunning, ConfigError, StorylineError, UserError
 from daemon.files import is_ignored
-from daemon.service import Daemon, Services, file_settings
+from daemon.service import Daemon, Services, file_settings, utc_now
+from daemon.status import recent_checks, source_rows
 from storage.errors import StoreError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
@@ -114,7 +116,7 @@ def init(ctx: Context) -> None:
 @pass_context
 def run(ctx: Context) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl-C."""
-    daemon = Daemon(ctx.settings)
+    daemon = Daemon(ctx.settings, config_path=ctx.config_path)
     daemon.install_signal_handlers()
     daemon.run()
 
@@ -206,6 +208,101 @@ def rebuild(ctx: Context, projection: str | None) -> None:
                 projection, progress=lambda at, head: bar.update(task, completed=at, total=head)
             )
     click.echo(f"rebuilt {projection or 'all projections'} from {count} events")
+
+
+@cli.group()
+def sources() -> None:
+    """Add, list, show, remove and resume polled sources."""
+
+
+@sources.command("add")
+@click.argument("url")
+@click.option(
+    "--kind",
+    type=click.Choice(["feed"]),
+    default="feed",
+    show_default=True,
+    help="What the URL serves.",
+)
+@click.option("--name", help="A label for the source.")
+@pass_context
+def sources_add(ctx: Context, url: str, kind: str, name: str | None) -> None:
+    """Add a source by URL (a source.added event); it is checked at the next poll."""
+    with ctx.services() as services:
+        services.prepare()
+        sid = services.registry.add(
+            SourceEntry(kind=kind, url=url, name=name), origin="cli", now=utc_now()
+        )
+    click.echo(sid)
+
+
+@sources.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def sources_list(ctx: Context, as_json: bool) -> None:
+    """Every source with its state."""
+    with ctx.services() as services:
+        rows = source_rows(services)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        click.echo(
+            f"{r['source_id']}  {r['kind']:<9} {r['status']:<16} "
+            f"next {r['next_check_at'] or '-'}  {r['name'] or ''} {r['url']}"
+        )
+
+
+@sources.command("show")
+@click.argument("source")
+@pass_context
+def sources_show(ctx: Context, source: str) -> None:
+    """One source (by id, URL or name): state and its latest checks."""
+    with ctx.services() as services:
+        sid = services.registry.resolve(source)["source_id"]
+        row = next(r for r in source_rows(services) if r["source_id"] == sid)
+        checks = recent_checks(services, sid)
+    for key, value in row.items():
+        click.echo(f"{key:<22} {value}")
+    click.echo("latest checks:")
+    for c in checks:
+        click.echo(
+            f"  {c['checked_at']}  {c['outcome']:<12} {c['http_status'] or '-':<4} "
+            f"{c['bytes']:>8} B {c['duration_ms']:>6} ms  {c['error'] or ''}"
+        )
+
+
+@sources.command("remove")
+@click.argument("source")
+@pass_context
+def sources_remove(ctx: Context, source: str) -> None:
+    """Stop polling a source (a source.removed event); its articles stay."""
+    with ctx.services() as services:
+        click.echo(services.registry.remove(source))
+
+
+@sources.command("resume")
+@click.argument("source")
+@pass_context
+def sources_resume(ctx: Context, source: str) -> None:
+    """Make a backing-off, gone or tracking-stopped source active and due now."""
+    with ctx.services() as services:
+        click.echo(services.registry.resume(source, utc_now()))
+
+
+@cli.command()
+@click.option("--once", is_flag=True, required=True, help="Run one cycle and exit.")
+@click.option("--all", "all_sources", is_flag=True, help="Check every source, due or not.")
+@pass_context
+def poll(ctx: Context, once: bool, all_sources: bool) -> None:
+    """Check due sources once (for cron and tests), then exit."""
+    with ctx.services() as services:
+        services.prepare()
+        services.registry.reconcile(ctx.settings.sources, utc_now())
+        report = services.poller.run_cycle(all_sources=all_sources)
+        services.projector.catch_up()
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.outcomes.items())) or "none due"
+    click.echo(f"checked {report.checked} sources: {counts}; {report.events} events")
 
 
 @cli.command("check-config")

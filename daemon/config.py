@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,55 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HttpSection:
+    timeout_connect: float = 10.0
+    timeout_read: float = 20.0
+    deadline: float = 30.0
+    max_body_bytes: int = 15 * 1024 * 1024
+    max_redirects: int = 5
+    allow_private_networks: bool = False
+    per_host_concurrency: int = 2
+    per_host_min_delay: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    enabled: bool = True
+    tick_seconds: float = 5.0
+    workers: int = 8
+    parser_processes: int = 0  # 0: one per CPU
+    parse_timeout: float = 20.0
+    min_interval: float = 300.0
+    max_interval: float = 86400.0
+    backoff_base: float = 300.0
+    backoff_cap: float = 86400.0
+    page_first_interval: float = 1200.0
+    page_growth: float = 1.2
+    page_max_interval: float = 86400.0
+    quiet_days: float = 40.0
+    lease_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceEntry:
+    """One ``[[sources]]`` table."""
+
+    kind: str
+    url: str
+    name: str | None = None
+    min_interval: float | None = None
+    max_interval: float | None = None
+    follow_links: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     inbox: InboxSettings = field(default_factory=InboxSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    http: HttpSection = field(default_factory=HttpSection)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    sources: tuple[SourceEntry, ...] = ()
     base_dir: Path = Path(".")
 
     def path(self, value: str) -> Path:
@@ -86,17 +131,37 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("debug", "info", "warning", "error"),
     "log.format": ("auto", "json", "console"),
 }
+SOURCE_KINDS = ("feed", "changelog", "page")
 _POSITIVE = {
     "storage.wal_checkpoint_seconds",
     "storage.wal_warn_bytes",
     "inbox.max_file_bytes",
     "inbox.rescan_seconds",
     "inbox.batch_size",
+    "http.timeout_connect",
+    "http.timeout_read",
+    "http.deadline",
+    "http.max_body_bytes",
+    "http.per_host_concurrency",
+    "scheduler.tick_seconds",
+    "scheduler.workers",
+    "scheduler.parse_timeout",
+    "scheduler.min_interval",
+    "scheduler.max_interval",
+    "scheduler.backoff_base",
+    "scheduler.backoff_cap",
+    "scheduler.page_first_interval",
+    "scheduler.page_growth",
+    "scheduler.page_max_interval",
+    "scheduler.quiet_days",
+    "scheduler.lease_seconds",
 }
 _SECTIONS: dict[str, type] = {
     "storage": StorageSettings,
     "inbox": InboxSettings,
     "log": LogSettings,
+    "http": HttpSection,
+    "scheduler": SchedulerSettings,
 }
 
 
@@ -120,7 +185,7 @@ def from_mapping(
         ("storage", "url"): environ.get("STORYLINE_DATABASE_URL"),
         ("log", "format"): environ.get("STORYLINE_LOG_FORMAT"),
     }
-    unknown = sorted(set(raw) - set(_SECTIONS))
+    unknown = sorted(set(raw) - set(_SECTIONS) - {"sources"})
     if unknown:
         raise ConfigError(unknown[0], "unknown section")
     sections: dict[str, Any] = {}
@@ -130,7 +195,24 @@ def from_mapping(
             if section == name and value:
                 values[key] = value
         sections[name] = _section(cls, name, values)
-    return Settings(base_dir=base_dir, **sections)
+    return Settings(base_dir=base_dir, sources=_sources(raw.get("sources", [])), **sections)
+
+
+def _sources(raw: Any) -> tuple[SourceEntry, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("sources", "must be an array of tables: [[sources]]")
+    entries = []
+    for index, table in enumerate(raw):
+        key = f"sources[{index}]"
+        values = dict(_table(table, key))
+        for required in ("kind", "url"):
+            if required not in values:
+                raise ConfigError(f"{key}.{required}", "is required")
+        if values["kind"] not in SOURCE_KINDS:
+            raise ConfigError(f"{key}.kind", f"must be one of {', '.join(SOURCE_KINDS)}, "
+                              f"got {values['kind']!r}")  # fmt: skip
+        entries.append(_section(SourceEntry, key, values))
+    return tuple(entries)
 
 
 def _table(value: Any, key: str) -> Mapping[str, Any]:
@@ -150,6 +232,8 @@ def _section(cls: type, name: str, values: Mapping[str, Any]) -> Any:
 
 def _check(key: str, default: Any, value: Any) -> Any:
     expected = type(default)
+    if default is None or default is MISSING:
+        return _check_optional(key, value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not expected:
@@ -159,6 +243,16 @@ def _check(key: str, default: Any, value: Any) -> Any:
     if key in _POSITIVE and value <= 0:
         raise ConfigError(key, f"must be positive, got {value!r}")
     return value
+
+
+def _check_optional(key: str, value: Any) -> Any:
+    if key.endswith((".url", ".kind", ".name")):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"must be a non-empty string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(key, f"must be a positive number, got {value!r}")
+    return float(value)
 
 
 def documented_keys() -> set[str]:

@@ -8,6 +8,7 @@ finish the batch in flight and return 0. SIGHUP reloads what can be reloaded.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -20,11 +21,16 @@ from types import FrameType
 import structlog
 from sqlalchemy import Engine, func, select
 
+from adapters.feed import FeedParserPool
+from adapters.http import HttpClient, HttpSettings
 from daemon import faults
-from daemon.config import Settings
+from daemon.config import Settings, load
 from daemon.files import BatchReport, FileIngestor, FileSettings
 from daemon.lock import InstanceLock
 from daemon.notify import Notifier, WatchdogGate
+from daemon.policy import Policy
+from daemon.schedule import Poller, Ticker
+from daemon.sources import Registry
 from daemon.watch import InboxWatcher
 from storage.db import make_engine, sqlite_path
 from storage.projections.runner import ProjectionRunner
@@ -52,6 +58,9 @@ class Services:
         self.store = EventStore(self.engine, clock=clock)
         self.projector = ProjectionRunner(self.engine)
         self.ingestor = FileIngestor(file_settings(settings), self.store, clock=clock)
+        self.registry = Registry(self.engine, self.store, self.projector)
+        self._poller: Poller | None = None
+        self._clock = clock
 
     def prepare(self) -> None:
         """Folders and schema; idempotent (``storyline init`` and daemon start)."""
@@ -66,8 +75,35 @@ class Services:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         create_schema(self.engine)
 
+    @property
+    def poller(self) -> Poller:
+        """The poller, with its HTTP client and feed-parsing processes, made on first use."""
+        if self._poller is None:
+            s = self.settings
+            http = HttpClient(HttpSettings(**dataclasses.asdict(s.http)))
+            parser = FeedParserPool(s.scheduler.parser_processes or None,
+                                    timeout=s.scheduler.parse_timeout)  # fmt: skip
+            self._poller = Poller(
+                self.engine, self.store, http, parser, policy=policy_of(s), clock=self._clock,
+                workers=s.scheduler.workers, lease_seconds=s.scheduler.lease_seconds,
+            )  # fmt: skip
+        return self._poller
+
     def close(self) -> None:
+        if self._poller is not None:
+            self._poller.http.close()
+            self._poller.parser.close()
         self.engine.dispose()
+
+
+def policy_of(settings: Settings) -> Policy:
+    s = settings.scheduler
+    return Policy(
+        min_interval=s.min_interval, max_interval=s.max_interval, backoff_base=s.backoff_base,
+        backoff_cap=s.backoff_cap, page_first_interval=s.page_first_interval,
+        page_growth=s.page_growth, page_max_interval=s.page_max_interval,
+        quiet_days=s.quiet_days,
+    )  # fmt: skip
 
 
 def file_settings(settings: Settings, *, keep_in_place: bool = False) -> FileSettings:
@@ -82,8 +118,14 @@ def file_settings(settings: Settings, *, keep_in_place: bool = False) -> FileSet
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, notifier: Notifier | None = None,
+        config_path: Path | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
+        self.config_path = config_path
+        self._ticker: Ticker | None = None
+        self._polled = threading.Event()
         self.notifier = notifier or Notifier.from_environment()
         self.services = Services(settings)
         self.watcher = InboxWatcher(
@@ -112,6 +154,8 @@ class Daemon:
                 self._loop()
             finally:
                 self.watcher.stop()
+                if self._ticker is not None:
+                    self._ticker.stop()
         finally:
             self.notifier.stopping(f"stopping; {self._summary()}")
             self.services.close()
@@ -153,7 +197,11 @@ class Daemon:
             pid=os.getpid(),
         )
         self.services.projector.catch_up()
+        self.services.registry.reconcile(self.settings.sources, utc_now())
         self._rescan()
+        if self.settings.scheduler.enabled:
+            self._ticker = Ticker(self._poll, self.settings.scheduler.tick_seconds)
+            self._ticker.start()
         self.notifier.ready(self._summary())
         log.info("ready", **self._totals())
 
@@ -170,6 +218,9 @@ class Daemon:
                 self._ingest(paths)
             if time.monotonic() >= self._next_rescan:
                 self._rescan()
+            if self._polled.is_set():
+                self._polled.clear()
+                self.services.projector.catch_up()
             if self._reload.is_set():
                 self._do_reload()
             self._housekeeping()
@@ -240,12 +291,26 @@ class Daemon:
                 wal_bytes=size,
             )
 
+    def _poll(self) -> None:
+        report = self.services.poller.run_cycle()
+        if report.events:
+            self._polled.set()
+
     def _do_reload(self) -> None:
         self._reload.clear()
         self.notifier.reloading()
-        log.info(
-            "reload requested: nothing in [storage], [inbox] or [log] can change without a restart"
-        )
+        try:
+            if self.config_path is not None:
+                fresh = load(self.config_path)
+                self.services.registry.reconcile(fresh.sources, utc_now())
+                log.info(
+                    "reloaded sources from config; changes to [storage], [inbox], [http], "
+                    "[scheduler] and [log] need a restart",
+                    sources=len(fresh.sources),
+                )
+        except Exception as exc:  # a bad edit must not take the running daemon down
+            self._last_error = f"reload failed: {exc}"
+            log.error("reload failed; keeping the running configuration", error=str(exc))
         self.notifier.ready(self._summary())
 
     # -- reporting ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sqlalchemy import func, or_, select
 from adapters.normalize import canonical_url
 from daemon.files import is_ignored
 from storage.db import sqlite_path
-from storage.schema import article_versions, articles, events, rejections
+from storage.schema import article_versions, articles, events, fetch_log, rejections
 
 if TYPE_CHECKING:
     from daemon.service import Services
@@ -130,3 +130,21 @@ def _wal_bytes(services: Services) -> int | None:
         return None
     wal = database + "-wal"
     return os.path.getsize(wal) if os.path.exists(wal) else 0
+
+
+def source_rows(services: Services) -> list[dict[str, Any]]:
+    services.projector.catch_up()
+    with services.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT * FROM sources ORDER BY added_at").all()
+    return [dict(r._mapping) for r in rows]
+
+
+def recent_checks(services: Services, source_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    with services.engine.connect() as conn:
+        rows = conn.execute(
+            select(fetch_log)
+            .where(fetch_log.c.source_id == source_id)
+            .order_by(fetch_log.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [dict(r._mapping) for r in rows]

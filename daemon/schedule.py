@@ -1,0 +1,282 @@
+"""Polling: which sources are due, checking them, and recording every check.
+
+APScheduler is only the ticker (``Ticker``): an in-memory ``dispatch`` job every few
+seconds, ``max_instances=1``, ``coalesce=True``. What is due lives in our own
+``source_state`` table, claimed with a lease (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL), so it survives restarts, is visible in SQL, and several daemons on one
+PostgreSQL never check the same source at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, and_, insert, or_, select, update
+
+from adapters.errors import AdapterError, UnusableInput
+from adapters.feed import FeedParserPool
+from adapters.http import FetchError, Gone, HttpClient, TransientFetchError
+from daemon import policy as rules
+from daemon.ingest import identify
+from daemon.recorder import Pending, plan
+from storage.blobs import Blob
+from storage.db import IMMEDIATE
+from storage.errors import StoreError
+from storage.schema import fetch_log, source_config, source_state
+from storage.store import EventStore
+
+log = structlog.get_logger(__name__)
+
+_RETIRED = timedelta(days=3650)
+_ACTIVE = ("active", "backing-off")
+
+
+@dataclass(slots=True)
+class Check:
+    """What one check of one source found."""
+
+    source: dict[str, Any]
+    outcome: str = "failed"  # new | revised | unchanged | not-modified | failed
+    status: int | None = None
+    size: int = 0
+    duration: float = 0.0
+    new: int = 0
+    revised: int = 0
+    error: str | None = None
+    network_error: bool = False
+    gone: bool = False
+    retry_after: float | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_sha256: str | None = None
+    interval: float | None = None
+
+
+@dataclass(slots=True)
+class CycleReport:
+    checked: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    network_down: bool = False
+    events: int = 0
+
+
+class Poller:
+    def __init__(
+        self,
+        engine: Engine,
+        store: EventStore,
+        http: HttpClient,
+        parser: FeedParserPool,
+        *,
+        policy: rules.Policy,
+        clock: Callable[[], datetime],
+        workers: int = 8,
+        lease_seconds: float = 300.0,
+    ) -> None:
+        self.engine, self.store, self.http, self.parser = engine, store, http, parser
+        self.policy, self.clock, self.workers = policy, clock, workers
+        self.lease = timedelta(seconds=lease_seconds)
+        self.owner = f"{os.uname().nodename}:{os.getpid()}"
+
+    def run_cycle(self, *, all_sources: bool = False) -> CycleReport:
+        """Check every due source (or all), in parallel; record each check."""
+        now = self.clock()
+        due = self._claim(now, all_sources)
+        report = CycleReport(checked=len(due))
+        if not due:
+            return report
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(due))) as pool:
+            checks = list(pool.map(self._check, due))
+        report.network_down = len(checks) > 1 and all(c.network_error for c in checks)
+        if report.network_down:
+            log.error("every source failed to connect: our network looks down; "
+                      "not counted against the sources", sources=len(checks))  # fmt: skip
+        for check in checks:
+            self._record(check, self.clock(), report.network_down)
+            report.outcomes[check.outcome] += 1
+            report.events += check.new + check.revised
+        log.info("poll cycle", checked=report.checked, **dict(report.outcomes))
+        return report
+
+    # -- claiming --------------------------------------------------------------------
+
+    def _claim(self, now: datetime, all_sources: bool) -> list[dict[str, Any]]:
+        s, c = source_state, source_config
+        query = (
+            select(s, c.c.kind, c.c.url, c.c.name, c.c.settings)
+            .join(c, c.c.source_id == s.c.source_id)
+            .where(c.c.removed == 0, s.c.status.in_(_ACTIVE))
+            .where(or_(s.c.lease_until.is_(None), s.c.lease_until < now))
+            .order_by(s.c.next_check_at)
+        )
+        if not all_sources:
+            query = query.where(s.c.next_check_at <= now)
+        with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(of=s, skip_locked=True)
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            if rows:
+                conn.execute(
+                    update(s)
+                    .where(s.c.source_id.in_([r["source_id"] for r in rows]))
+                    .values(lease_owner=self.owner, lease_until=now + self.lease)
+                )
+        return rows
+
+    # -- checking --------------------------------------------------------------------
+
+    def _check(self, source: dict[str, Any]) -> Check:
+        check = Check(source=source)
+        started = time.monotonic()
+        try:
+            self._fetch_and_record(check)
+        except Gone as exc:
+            check.gone, check.status, check.error = True, exc.status, str(exc)
+        except TransientFetchError as exc:
+            check.status, check.error, check.retry_after = exc.status, str(exc), exc.retry_after
+            check.network_error = exc.status is None
+        except (FetchError, UnusableInput, StoreError) as exc:
+            check.status = getattr(exc, "status", check.status)
+            check.error = str(exc)
+        except Exception as exc:  # the per-job boundary: record it, keep polling
+            log.exception("check failed unexpectedly", source_id=source["source_id"])
+            check.error = f"{type(exc).__name__}: {exc}"
+        if check.error:
+            check.outcome = "failed"
+        check.duration = time.monotonic() - started
+        return check
+
+    def _fetch_and_record(self, check: Check) -> None:
+        source = check.source
+        result = self.http.fetch(
+            source["url"], etag=source["etag"], last_modified=source["last_modified"]
+        )
+        check.status, check.size = result.status, len(result.body)
+        check.etag = result.etag or source["etag"]
+        check.last_modified = result.last_modified or source["last_modified"]
+        if result.not_modified:
+            check.outcome = "not-modified"
+            return
+        check.body_sha256 = hashlib.sha256(result.body).hexdigest()
+        if check.body_sha256 == source["body_sha256"]:
+            check.outcome = "unchanged"  # the same bytes again: not parsed again
+            return
+        parsed = self.parser.parse(result.body, result.url, result.headers)
+        now = self.clock()
+        hint = rules.server_hint(result.headers, now, parsed.ttl_seconds)
+        check.interval = rules.feed_interval(
+            self._policy(source), parsed.entries_published, now, hint
+        )
+        self._append(check, parsed.observations, result.body, now)
+
+    def _append(
+        self, check: Check, observations: Sequence[Any], body: bytes, now: datetime
+    ) -> None:
+        sid = check.source["source_id"]
+        blob = Blob.of(body)
+        meta = {"source_id": sid, "adapter": "feed/1", "raw_sha256": blob.sha256}
+        pending = [
+            Pending(identify(o), sid, {**meta, "guid": o.guid}, check.source["last_check_at"])
+            for o in observations
+        ]
+        result = plan(self.store, pending, now)
+        if result.events:
+            self.store.append(result.events, [blob])
+        check.new, check.revised = result.count("new"), result.count("revised")
+        check.outcome = "new" if check.new else "revised" if check.revised else "unchanged"
+
+    def _policy(self, source: dict[str, Any]) -> rules.Policy:
+        settings = source.get("settings") or {}
+        overrides = {
+            k: float(settings[k]) for k in ("min_interval", "max_interval") if k in settings
+        }
+        return replace(self.policy, **overrides) if overrides else self.policy
+
+    # -- recording -------------------------------------------------------------------
+
+    def _record(self, check: Check, now: datetime, network_down: bool) -> None:
+        source = check.source
+        with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
+            conn.execute(insert(fetch_log).values(
+                source_id=source["source_id"], url=source["url"], checked_at=now,
+                http_status=check.status, bytes=check.size,
+                duration_ms=int(check.duration * 1000), outcome=check.outcome,
+                new=check.new, revised=check.revised, error=check.error,
+            ))  # fmt: skip
+            conn.execute(
+                update(source_state)
+                .where(and_(source_state.c.source_id == source["source_id"]))
+                .values(lease_owner=None, lease_until=None, last_check_at=now,
+                        last_status=check.status, **self._next_state(check, now, network_down))
+            )  # fmt: skip
+
+    def _next_state(self, check: Check, now: datetime, network_down: bool) -> dict[str, Any]:
+        source = check.source
+        if check.outcome != "failed":
+            interval = (
+                check.interval or source["interval_seconds"] or self._policy(source).min_interval
+            )
+            changed = check.outcome in ("new", "revised")
+            return {
+                "status": "active", "consecutive_failures": 0, "last_error": None,
+                "last_success_at": now, "interval_seconds": interval,
+                "next_check_at": now + timedelta(seconds=interval),
+                "etag": check.etag, "last_modified": check.last_modified,
+                "body_sha256": check.body_sha256 or source["body_sha256"],
+                **({"last_change_at": now} if changed else {}),
+            }  # fmt: skip
+        if check.gone:
+            return {"status": "gone", "last_error": check.error, "next_check_at": now + _RETIRED}
+        failures = source["consecutive_failures"] + (0 if network_down else 1)
+        delay = rules.backoff(self.policy, max(failures, 1), check.retry_after)
+        return {
+            "status": "backing-off" if failures else source["status"],
+            "consecutive_failures": failures, "last_error": check.error,
+            "next_check_at": now + timedelta(seconds=delay),
+        }  # fmt: skip
+
+
+class Ticker:
+    """APScheduler as an in-process ticker that calls ``dispatch`` every few seconds."""
+
+    def __init__(self, dispatch: Callable[[], object], tick_seconds: float) -> None:
+        self.dispatch = dispatch
+        self.tick_seconds = tick_seconds
+        self._scheduler: BackgroundScheduler | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        scheduler = BackgroundScheduler(
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": max(1, int(self.tick_seconds * 2)),
+            },
+            timezone="UTC",
+        )
+        scheduler.add_job(self._safe_dispatch, "interval", seconds=self.tick_seconds,
+                          id="dispatch", next_run_time=datetime.now().astimezone())  # fmt: skip
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+
+    def _safe_dispatch(self) -> None:
+        try:
+            self.dispatch()
+        except (AdapterError, StoreError, OSError) as exc:
+            log.error("poll cycle failed", error=str(exc))

@@ -1,0 +1,129 @@
+"""The registry of sources: add, change, remove (as source.* events), reconcile with
+config.toml, and the scheduler's state rows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from adapters.normalize import canonical_url
+from daemon.config import SourceEntry
+from daemon.errors import UserError
+from storage.events import DomainEvent, SourceAdded, SourceChanged, SourceRemoved
+from storage.projections.runner import ProjectionRunner
+from storage.schema import source_config, source_state
+from storage.store import EventStore, NewEvent
+
+
+def source_id_for(url: str) -> str:
+    return "src-" + hashlib.sha256(canonical_url(url).encode()).hexdigest()[:12]
+
+
+def _settings(entry: SourceEntry) -> dict[str, Any]:
+    values = asdict(entry)
+    return {k: v for k, v in values.items() if k not in ("kind", "url", "name") and v}
+
+
+class Registry:
+    def __init__(self, engine: Engine, store: EventStore, projector: ProjectionRunner) -> None:
+        self.engine = engine
+        self.store = store
+        self.projector = projector
+
+    def add(self, entry: SourceEntry, *, origin: str, now: datetime) -> str:
+        """Add (or re-add) a source; returns its id. Adding a known URL changes nothing."""
+        if not entry.url.startswith(("http://", "https://")):
+            raise UserError(f"source URL must be http or https, got {entry.url!r}")
+        sid = source_id_for(entry.url)
+        current = self.get(sid)
+        if current and not current["removed"]:
+            if current["name"] != entry.name or current["settings"] != _settings(entry):
+                self._append(sid, SourceChanged(source_id=sid, name=entry.name,
+                                                settings=_settings(entry)))  # fmt: skip
+            return sid
+        event = SourceAdded(source_id=sid, kind=entry.kind, url=canonical_url(entry.url),
+                            name=entry.name, settings=_settings(entry), origin=origin)  # fmt: skip
+        self._append(sid, event)
+        self.ensure_state(now)
+        return sid
+
+    def remove(self, ident: str) -> str:
+        found = self.resolve(ident)
+        if found["removed"]:
+            raise UserError(f"source {found['source_id']} is already removed")
+        self._append(found["source_id"], SourceRemoved(source_id=found["source_id"]))
+        return str(found["source_id"])
+
+    def resume(self, ident: str, now: datetime) -> str:
+        found = self.resolve(ident)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(source_state)
+                .where(source_state.c.source_id == found["source_id"])
+                .values(status="active", next_check_at=now, consecutive_failures=0,
+                        last_change_at=now, interval_seconds=0.0)
+            )  # fmt: skip
+        return str(found["source_id"])
+
+    def reconcile(self, entries: Sequence[SourceEntry], now: datetime) -> None:
+        """Make the configured sources match config.toml; CLI-added ones are kept."""
+        wanted = {source_id_for(e.url): e for e in entries}
+        for entry in entries:
+            self.add(entry, origin="config", now=now)
+        for row in self.list():
+            if row["origin"] == "config" and not row["removed"] and row["source_id"] not in wanted:
+                self._append(row["source_id"], SourceRemoved(source_id=row["source_id"]))
+        self.ensure_state(now)
+
+    def ensure_state(self, now: datetime) -> None:
+        """Every configured source has a state row; a new one is due at once."""
+        self.projector.catch_up()
+        with self.engine.begin() as conn:
+            known = set(conn.execute(select(source_state.c.source_id)).scalars())
+            missing = [
+                sid for sid in conn.execute(select(source_config.c.source_id)).scalars()
+                if sid not in known
+            ]  # fmt: skip
+            if missing:
+                conn.execute(insert(source_state), [
+                    {"source_id": sid, "status": "active", "next_check_at": now,
+                     "interval_seconds": 0.0, "consecutive_failures": 0}
+                    for sid in missing
+                ])  # fmt: skip
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(source_config).order_by(source_config.c.added_at))
+            return [dict(r._mapping) for r in rows]
+
+    def get(self, sid: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(source_config).where(source_config.c.source_id == sid)
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def resolve(self, ident: str) -> dict[str, Any]:
+        """A source by id, URL or name."""
+        self.projector.catch_up()
+        for row in self.list():
+            if ident in (row["source_id"], row["name"]) or (
+                "://" in ident and row["url"] == canonical_url(ident)
+            ):
+                return row
+        raise UserError(f"no source matches {ident!r} (give its id, URL or name)")
+
+    def _append(self, sid: str, event: DomainEvent) -> None:
+        stream = f"source-{sid}"
+        history = self.store.read_streams([stream]).get(stream, [])
+        version = len(history) + 1
+        key = f"{stream}/{version}"
+        self.store.append([NewEvent(stream_id=stream, stream_version=version,
+                                    idempotency_key=key, event=event,
+                                    metadata={"source_id": sid})])  # fmt: skip
+        self.projector.catch_up()
