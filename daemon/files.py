@@ -23,11 +23,9 @@ import structlog
 
 from adapters.errors import UnusableInput
 from adapters.textfile import parse_text_file
-from daemon import faults
 from daemon.ingest import Identified, identify
-from daemon.recorder import Pending, plan
+from daemon.recorder import Pending, record
 from storage.blobs import Blob
-from storage.errors import ConcurrencyError
 from storage.events import InputRejected, to_iso
 from storage.store import EventStore, NewEvent
 
@@ -103,22 +101,20 @@ class FileIngestor:
         refused = [x for x in inputs if isinstance(x, Refused)]
         blobs = {x.sha256: Blob.of(x.data) for x in loaded}  # compressed outside the txn
         now = self.clock()
-        for attempt in range(3):
-            report = BatchReport(rejected=len(refused))
-            batch = self._article_events(loaded, now, report)
-            batch += [self._rejection_event(r, now) for r in refused]
-            try:
-                faults.crash_point("before_commit")
-                used = {e.metadata.get("raw_sha256") for e in batch}
-                result = self.store.append(batch, [b for k, b in blobs.items() if k in used])
-                faults.crash_point("after_commit_before_move")
-                break
-            except ConcurrencyError:
-                if attempt == 2:
-                    raise
-                log.warning("append conflict, retrying", attempt=attempt + 1)
-        if result.last_position is not None:
-            report.positions.append(result.last_position)
+        pending = [
+            Pending(x.item, INBOX_SOURCE, {"source_id": INBOX_SOURCE, "adapter": ADAPTER,
+                                           "input": x.name, "raw_sha256": x.sha256})
+            for x in loaded
+        ]  # fmt: skip
+        rejections = [self._rejection_event(r, now) for r in refused]
+        result, appended = record(self.store, pending, now, blobs=list(blobs.values()),
+                                  extra=rejections)  # fmt: skip
+        report = BatchReport(
+            new=result.count("new"), revised=result.count("revised"),
+            unchanged=result.count("unchanged"), rejected=len(refused),
+        )  # fmt: skip
+        if appended is not None and appended.last_position is not None:
+            report.positions.append(appended.last_position)
         for item in loaded:
             self._dispose(item.path, item.name, now)
         for refusal in refused:
@@ -216,20 +212,6 @@ class FileIngestor:
             return path.name
 
     # -- deciding ------------------------------------------------------------------
-
-    def _article_events(
-        self, loaded: Sequence[Loaded], now: datetime, report: BatchReport
-    ) -> list[NewEvent]:
-        pending = [
-            Pending(x.item, INBOX_SOURCE, {"source_id": INBOX_SOURCE, "adapter": ADAPTER,
-                                           "input": x.name, "raw_sha256": x.sha256})
-            for x in loaded
-        ]  # fmt: skip
-        result = plan(self.store, pending, now)
-        report.new += result.count("new")
-        report.revised += result.count("revised")
-        report.unchanged += result.count("unchanged")
-        return result.events
 
     def _rejection_event(self, refusal: Refused, now: datetime) -> NewEvent:
         kept = self._rejected_path(refusal) if refusal.exists else None

@@ -12,9 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from daemon import faults
 from daemon.ingest import ArticleState, Identified, decide, evolve, fold, idempotency_key
+from storage.blobs import Blob
+from storage.errors import ConcurrencyError
 from storage.events import ArticleDiscovered
-from storage.store import EventStore, NewEvent
+from storage.store import AppendResult, EventStore, NewEvent
+
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +70,30 @@ def plan(store: EventStore, pending: Sequence[Pending], now: datetime) -> Plan:
             )
         )
     return result
+
+
+def record(
+    store: EventStore,
+    pending: Sequence[Pending],
+    now: datetime,
+    *,
+    blobs: Sequence[Blob] = (),
+    extra: Sequence[NewEvent] = (),
+) -> tuple[Plan, AppendResult | None]:
+    """Plan and append in one go; if another writer moved one of the streams in between
+    (two feeds carrying one article), plan again from the new state."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        result = plan(store, pending, now)
+        batch = [*result.events, *extra]
+        if not batch:
+            return result, None
+        used = {e.metadata.get("raw_sha256") for e in result.events}
+        try:
+            faults.crash_point("before_commit")
+            appended = store.append(batch, [b for b in blobs if b.sha256 in used])
+            faults.crash_point("after_commit_before_move")
+            return result, appended
+        except ConcurrencyError:
+            if attempt == _ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")

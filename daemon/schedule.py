@@ -29,7 +29,7 @@ from adapters.feed import FeedParserPool
 from adapters.http import FetchError, Gone, HttpClient, TransientFetchError
 from daemon import policy as rules
 from daemon.ingest import identify
-from daemon.recorder import Pending, plan
+from daemon.recorder import Pending, record
 from storage.blobs import Blob
 from storage.db import IMMEDIATE
 from storage.errors import StoreError
@@ -190,9 +190,7 @@ class Poller:
             Pending(identify(o), sid, {**meta, "guid": o.guid}, check.source["last_check_at"])
             for o in observations
         ]
-        result = plan(self.store, pending, now)
-        if result.events:
-            self.store.append(result.events, [blob])
+        result, _ = record(self.store, pending, now, blobs=[blob])
         check.new, check.revised = result.count("new"), result.count("revised")
         check.outcome = "new" if check.new else "revised" if check.revised else "unchanged"
 

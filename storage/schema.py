@@ -197,7 +197,7 @@ SELECT c.source_id, c.kind, c.url, c.name,
        CASE WHEN c.removed = 1 THEN 'removed' ELSE COALESCE(s.status, 'active') END AS status,
        s.last_check_at, s.last_success_at, s.last_status, s.last_error,
        COALESCE(s.consecutive_failures, 0) AS consecutive_failures, s.next_check_at,
-       s.etag, s.last_modified, c.origin, c.added_at
+       s.interval_seconds, s.etag, s.last_modified, c.origin, c.added_at
 FROM source_config c LEFT JOIN source_state s ON s.source_id = c.source_id"""
 
 PROJECTION_TABLES = {
