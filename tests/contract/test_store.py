@@ -20,16 +20,23 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 def rejected(name: str, reason: str = "empty") -> InputRejected:
     return InputRejected(
-        input=name, reason=reason, message=f"{name} is {reason}", kept_at=None,
-        content_sha256=None, observed_at=NOW,
-    )  # fmt: skip
+        input=name,
+        reason=reason,
+        message=f"{name} is {reason}",
+        kept_at=None,
+        content_sha256=None,
+        observed_at=NOW,
+    )
 
 
 def new(stream: str, version: int, key: str, reason: str = "empty") -> NewEvent:
     return NewEvent(
-        stream_id=stream, stream_version=version, idempotency_key=key,
-        event=rejected(stream, reason), metadata={"source_id": "test"},
-    )  # fmt: skip
+        stream_id=stream,
+        stream_version=version,
+        idempotency_key=key,
+        event=rejected(stream, reason),
+        metadata={"source_id": "test"},
+    )
 
 
 def test_append_assigns_increasing_positions_and_reads_back(engine: Engine) -> None:

@@ -34,9 +34,11 @@ class Clock:
 @pytest.fixture
 def folders(tmp_path: Path) -> FileSettings:
     settings = FileSettings(
-        inbox=tmp_path / "inbox", archive=tmp_path / "archive",
-        rejected=tmp_path / "rejected", max_file_bytes=20_000,
-    )  # fmt: skip
+        inbox=tmp_path / "inbox",
+        archive=tmp_path / "archive",
+        rejected=tmp_path / "rejected",
+        max_file_bytes=20_000,
+    )
     settings.inbox.mkdir()
     return settings
 
@@ -92,8 +94,11 @@ def test_revisions_get_versions_with_validity_intervals(
         "SELECT version, kind, valid_from, valid_to FROM article_versions ORDER BY version",
     )
     assert [(v, k) for v, k, _, _ in versions] == [
-        (1, "substantive"), (2, "substantive"), (3, "cosmetic"), (4, "revert"),
-    ]  # fmt: skip
+        (1, "substantive"),
+        (2, "substantive"),
+        (3, "cosmetic"),
+        (4, "revert"),
+    ]
     for (_, _, _, valid_to), (_, _, next_from, _) in itertools.pairwise(versions):
         assert valid_to == next_from
     assert versions[-1][3] is None
@@ -139,9 +144,11 @@ def test_reoffering_a_committed_file_is_a_no_op(engine: Engine, folders: FileSet
     """A crash after commit and before the move leaves the file in the inbox."""
     path = drop(folders.inbox, "a.txt", "Title\nBody.\n")
     keep = FileSettings(
-        inbox=folders.inbox, archive=folders.archive, rejected=folders.rejected,
+        inbox=folders.inbox,
+        archive=folders.archive,
+        rejected=folders.rejected,
         after_ingest="keep",
-    )  # fmt: skip
+    )
     run(engine, keep, [path])
     run(engine, keep, [path])
     run(engine, folders, [path])

@@ -45,10 +45,15 @@ def clock() -> Clock:
 @pytest.fixture
 def services(tmp_path: Path, clock: Clock) -> Iterator[Services]:
     raw = {
-        "http": {"allow_private_networks": True, "per_host_min_delay": 0.0, "deadline": 2.0,
-                 "timeout_read": 1.0, "max_body_bytes": 2_000_000},
+        "http": {
+            "allow_private_networks": True,
+            "per_host_min_delay": 0.0,
+            "deadline": 2.0,
+            "timeout_read": 1.0,
+            "max_body_bytes": 2_000_000,
+        },
         "scheduler": {"parser_processes": 1, "workers": 8, "parse_timeout": 5.0},
-    }  # fmt: skip
+    }
     made = Services(from_mapping(raw, base_dir=tmp_path), clock=clock)
     made.prepare()
     yield made
@@ -71,17 +76,27 @@ def entries(
     n: int, *, body: str = "Body", start: datetime = T0, site: str = "news.example"
 ) -> list[tuple[str, str, str, str]]:
     return [
-        (f"http://{site}/{i}", f"Story {i}", f"{body} {i}.",
-         format_datetime(start - timedelta(hours=i)))
+        (
+            f"http://{site}/{i}",
+            f"Story {i}",
+            f"{body} {i}.",
+            format_datetime(start - timedelta(hours=i)),
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_entries_become_articles_and_a_second_poll_appends_nothing(
     services: Services, server: Server, clock: Clock
 ) -> None:
-    server.serve("/etag.xml", lambda h: Reply(304) if h.headers.get("If-None-Match") == '"v1"'
-                 else Reply(200, rss(entries(3)), {"ETag": '"v1"'}))  # fmt: skip
+    server.serve(
+        "/etag.xml",
+        lambda h: (
+            Reply(304)
+            if h.headers.get("If-None-Match") == '"v1"'
+            else Reply(200, rss(entries(3)), {"ETag": '"v1"'})
+        ),
+    )
     server.serve("/plain.xml", Reply(200, rss(entries(2, site="other.example"))))
     sid = add(services, server, "/etag.xml", clock)
     add(services, server, "/plain.xml", clock)
@@ -110,8 +125,10 @@ def test_changed_entry_text_is_a_revision(services: Services, server: Server, cl
     clock.advance(3600)
     report = services.poller.run_cycle(all_sources=True)
     assert report.outcomes == {"revised": 1}
-    rows = query(services, "SELECT kind, previous_check_at, observed_at FROM article_versions "
-                           "WHERE version = 2")  # fmt: skip
+    rows = query(
+        services,
+        "SELECT kind, previous_check_at, observed_at FROM article_versions WHERE version = 2",
+    )
     assert len(rows) == 1 and rows[0][0] == "substantive"
     assert rows[0][1] is not None  # the edit happened after the previous check
 
@@ -122,13 +139,17 @@ def test_feed_interval_follows_publishing_frequency_and_server_hints(
     """7 days / entries in the last week, clamped to [5 min, 24 h], lengthened by ttl."""
     busy = entries(20, start=T0)  # 20 in the last day -> 7d/20 = 8.4 h
     server.serve("/busy.xml", Reply(200, rss(busy)))
-    flood = [(f"http://x/{i}", f"F{i}", "b", format_datetime(T0 - timedelta(minutes=i)))
-             for i in range(2100)]  # fmt: skip
+    flood = [
+        (f"http://x/{i}", f"F{i}", "b", format_datetime(T0 - timedelta(minutes=i)))
+        for i in range(2100)
+    ]
     server.serve("/flood.xml", Reply(200, rss(flood)))
     server.serve("/old.xml", Reply(200, rss(entries(5, start=T0 - timedelta(days=30)))))
     server.serve("/ttl.xml", Reply(200, rss(flood, ttl=60)))
-    ids = {p: add(services, server, p, clock) for p in ("/busy.xml", "/flood.xml", "/old.xml",
-                                                          "/ttl.xml")}  # fmt: skip
+    ids = {
+        p: add(services, server, p, clock)
+        for p in ("/busy.xml", "/flood.xml", "/old.xml", "/ttl.xml")
+    }
     services.poller.run_cycle()
     got = dict(query(services, "SELECT source_id, interval_seconds FROM source_state"))
     assert got[ids["/busy.xml"]] == pytest.approx(7 * 86400 / 20)
@@ -144,9 +165,15 @@ def _serve_feeds(
     intervals = {}
     for i, per_week in enumerate(rates):
         spacing = 604800 / max(per_week, 1)
-        items = [(f"http://n{i}/{k}", f"S{i}-{k}", "b",
-                  format_datetime(T0 - timedelta(seconds=k * spacing)))
-                 for k in range(per_week)] or entries(3, start=T0 - timedelta(days=60))  # fmt: skip
+        items = [
+            (
+                f"http://n{i}/{k}",
+                f"S{i}-{k}",
+                "b",
+                format_datetime(T0 - timedelta(seconds=k * spacing)),
+            )
+            for k in range(per_week)
+        ] or entries(3, start=T0 - timedelta(days=60))
         server.serve(f"/feed{i}.xml", Reply(200, rss(items)))
         add(services, server, f"/feed{i}.xml", clock)
         expected = 604800 / per_week if per_week else 86400.0
@@ -207,8 +234,10 @@ def test_failures_back_off_exponentially_and_are_never_dropped(
     for _ in range(12):
         services.poller.run_cycle()
         ((nxt, failures, status),) = query(
-            services, "SELECT next_check_at, consecutive_failures, status FROM sources "
-                      f"WHERE source_id = '{sid}'")  # fmt: skip
+            services,
+            "SELECT next_check_at, consecutive_failures, status FROM sources "
+            f"WHERE source_id = '{sid}'",
+        )
         delays.append(
             (datetime.fromisoformat(str(nxt).replace("Z", "+00:00")) - clock()).total_seconds()
         )
@@ -261,14 +290,14 @@ BAD_FEEDS: dict[str, tuple[Reply, str]] = {
     "/html.xml": (
         Reply(200, b"<html><body><p>Hello</p></body></html>", {"Content-Type": "text/html"}),
         "not a feed",
-    ),  # fmt: skip
+    ),
     "/empty.xml": (Reply(200, b""), "not a feed"),
     "/missing.xml": (Reply(404, b"no"), "404"),
     "/error.xml": (Reply(500, b"boom"), "500"),
     "/bomb.xml": (
         Reply(200, gzip.compress(b"\0" * 50_000_000), {"Content-Encoding": "gzip"}),
         "exceeds",
-    ),  # fmt: skip
+    ),
     "/big.xml": (Reply(200, b"<rss>" + b" " * 3_000_000 + b"</rss>"), "exceeds"),
     "/laughs.xml": (
         Reply(
@@ -277,7 +306,7 @@ BAD_FEEDS: dict[str, tuple[Reply, str]] = {
             b'<!ENTITY b "&a;&a;&a;">]><rss>&b;</rss>',
         ),
         "entities",
-    ),  # fmt: skip
+    ),
     "/xxe.xml": (
         Reply(
             200,
@@ -285,7 +314,7 @@ BAD_FEEDS: dict[str, tuple[Reply, str]] = {
             b'"file:///etc/passwd">]><rss>&x;</rss>',
         ),
         "entit",
-    ),  # fmt: skip
+    ),
     "/loop.xml": (Reply(302, b"", {"Location": "/loop.xml"}), "redirect"),
     "/tofile.xml": (Reply(302, b"", {"Location": "file:///etc/passwd"}), "file"),
 }
@@ -302,8 +331,12 @@ def test_bad_feeds_fail_readably_and_the_good_one_is_still_polled(
     good = add(services, server, "/good.xml", clock)
     report = services.poller.run_cycle()
     assert report.outcomes["new"] == 1
-    rows = {sid: (status, error, failures) for sid, status, error, failures in query(
-        services, "SELECT source_id, status, last_error, consecutive_failures FROM sources")}  # fmt: skip
+    rows = {
+        sid: (status, error, failures)
+        for sid, status, error, failures in query(
+            services, "SELECT source_id, status, last_error, consecutive_failures FROM sources"
+        )
+    }
     assert rows[good][0] == "active"
     for path, (_, needle) in BAD_FEEDS.items():
         status, error, failures = rows[ids[path]]

@@ -10,12 +10,26 @@ from storage.events import ArticleRevised, InputRejected, decode, encode
 
 def revised() -> ArticleRevised:
     return ArticleRevised(
-        article_id="a", article_key="k", channel="file", source_id="inbox", title="T",
-        standfirst=None, body="B", url=None, byline=None, published_at=None,
-        content_hash="h", fingerprint="f", observed_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
-        kind="cosmetic", changed_fields=("body",), chars_added=1, chars_removed=0,
-        previous_version=1, previous_check_at=None,
-    )  # fmt: skip
+        article_id="a",
+        article_key="k",
+        channel="file",
+        source_id="inbox",
+        title="T",
+        standfirst=None,
+        body="B",
+        url=None,
+        byline=None,
+        published_at=None,
+        content_hash="h",
+        fingerprint="f",
+        observed_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        kind="cosmetic",
+        changed_fields=("body",),
+        chars_added=1,
+        chars_removed=0,
+        previous_version=1,
+        previous_check_at=None,
+    )
 
 
 def test_round_trip_keeps_types_and_uses_stable_names() -> None:
@@ -39,8 +53,14 @@ def test_upcaster_brings_an_old_payload_up_to_date(monkeypatch: pytest.MonkeyPat
         ("input.rejected", 1),
         lambda p: {**p, "message": p.pop("why")},
     )
-    stored_v1 = {"input": "x", "reason": "empty", "why": "x is empty", "kept_at": None,
-                 "content_sha256": None, "observed_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    stored_v1 = {
+        "input": "x",
+        "reason": "empty",
+        "why": "x is empty",
+        "kept_at": None,
+        "content_sha256": None,
+        "observed_at": "2026-01-01T00:00:00Z",
+    }
     event = decode("input.rejected", 1, stored_v1)
     assert isinstance(event, InputRejected)
     assert event.message == "x is empty"
