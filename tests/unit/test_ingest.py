@@ -10,8 +10,8 @@ from daemon.ingest import (
     decide,
     diff_stats,
     evolve,
-    identify,
     idempotency_key,
+    identify,
 )
 from storage.events import ArticleDiscovered, ArticleRevised
 
