@@ -9,12 +9,11 @@ PostgreSQL never check the same source at once.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -28,13 +27,15 @@ from adapters.errors import AdapterError, UnusableInput
 from adapters.feed import FeedParserPool
 from adapters.http import FetchError, Gone, HttpClient, TransientFetchError
 from daemon import policy as rules
+from daemon.handlers import HANDLERS, Tools
 from daemon.ingest import identify
 from daemon.recorder import Pending, record
 from storage.blobs import Blob
 from storage.db import IMMEDIATE
-from storage.errors import StoreError
+from storage.errors import ConcurrencyError, StoreError
+from storage.events import ArticleTrackingStopped, to_iso
 from storage.schema import fetch_log, source_config, source_state
-from storage.store import EventStore
+from storage.store import EventStore, NewEvent
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,7 @@ class Check:
     last_modified: str | None = None
     body_sha256: str | None = None
     interval: float | None = None
+    cursor: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +89,7 @@ class Poller:
         self.engine, self.store, self.http, self.parser = engine, store, http, parser
         self.policy, self.clock, self.workers = policy, clock, workers
         self.lease = timedelta(seconds=lease_seconds)
+        self.tools = Tools(http=http, parser=parser, clock=clock)
         self.owner = f"{os.uname().nodename}:{os.getpid()}"
 
     def run_cycle(self, *, all_sources: bool = False) -> CycleReport:
@@ -146,7 +149,9 @@ class Poller:
         except TransientFetchError as exc:
             check.status, check.error, check.retry_after = exc.status, str(exc), exc.retry_after
             check.network_error = exc.status is None
-        except (FetchError, UnusableInput, StoreError) as exc:
+        except UnusableInput as exc:
+            check.error = f"{exc.reason}: {exc}"
+        except (FetchError, StoreError) as exc:
             check.status = getattr(exc, "status", check.status)
             check.error = str(exc)
         except Exception as exc:  # the per-job boundary: record it, keep polling
@@ -159,40 +164,23 @@ class Poller:
 
     def _fetch_and_record(self, check: Check) -> None:
         source = check.source
-        result = self.http.fetch(
-            source["url"], etag=source["etag"], last_modified=source["last_modified"]
-        )
-        check.status, check.size = result.status, len(result.body)
-        check.etag = result.etag or source["etag"]
-        check.last_modified = result.last_modified or source["last_modified"]
-        if result.not_modified:
-            check.outcome = "not-modified"
+        handler = HANDLERS[source["kind"]]
+        found = handler(self.tools, check, self._policy(source))
+        if found is None:
             return
-        check.body_sha256 = hashlib.sha256(result.body).hexdigest()
-        if check.body_sha256 == source["body_sha256"]:
-            check.outcome = "unchanged"  # the same bytes again: not parsed again
-            return
-        parsed = self.parser.parse(result.body, result.url, result.headers)
         now = self.clock()
-        hint = rules.server_hint(result.headers, now, parsed.ttl_seconds)
-        check.interval = rules.feed_interval(
-            self._policy(source), parsed.entries_published, now, hint
-        )
-        self._append(check, parsed.observations, result.body, now)
-
-    def _append(
-        self, check: Check, observations: Sequence[Any], body: bytes, now: datetime
-    ) -> None:
-        sid = check.source["source_id"]
-        blob = Blob.of(body)
-        meta = {"source_id": sid, "adapter": "feed/1", "raw_sha256": blob.sha256}
+        sid = source["source_id"]
+        blob = Blob.of(found.raw)
+        meta = {"source_id": sid, "adapter": found.adapter, "raw_sha256": blob.sha256}
         pending = [
-            Pending(identify(o), sid, {**meta, "guid": o.guid}, check.source["last_check_at"])
-            for o in observations
-        ]
+            Pending(identify(o), sid, {**meta, "guid": o.guid} if o.guid else meta,
+                    source["last_check_at"])
+            for o in found.observations
+        ]  # fmt: skip
         result, _ = record(self.store, pending, now, blobs=[blob])
         check.new, check.revised = result.count("new"), result.count("revised")
         check.outcome = "new" if check.new else "revised" if check.revised else "unchanged"
+        check.cursor = found.cursor
 
     def _policy(self, source: dict[str, Any]) -> rules.Policy:
         settings = source.get("settings") or {}
@@ -205,6 +193,7 @@ class Poller:
 
     def _record(self, check: Check, now: datetime, network_down: bool) -> None:
         source = check.source
+        state = self._next_state(check, now, network_down)
         with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
             conn.execute(insert(fetch_log).values(
                 source_id=source["source_id"], url=source["url"], checked_at=now,
@@ -215,25 +204,21 @@ class Poller:
             conn.execute(
                 update(source_state)
                 .where(and_(source_state.c.source_id == source["source_id"]))
-                .values(lease_owner=None, lease_until=None, last_check_at=now,
-                        last_status=check.status, **self._next_state(check, now, network_down))
-            )  # fmt: skip
+                .values(
+                    lease_owner=None,
+                    lease_until=None,
+                    last_check_at=now,
+                    last_status=check.status,
+                    **state,
+                )
+            )
+        if state.get("status") == "tracking-stopped":
+            self._stop_tracking(check, now)  # fmt: skip
 
     def _next_state(self, check: Check, now: datetime, network_down: bool) -> dict[str, Any]:
         source = check.source
         if check.outcome != "failed":
-            interval = (
-                check.interval or source["interval_seconds"] or self._policy(source).min_interval
-            )
-            changed = check.outcome in ("new", "revised")
-            return {
-                "status": "active", "consecutive_failures": 0, "last_error": None,
-                "last_success_at": now, "interval_seconds": interval,
-                "next_check_at": now + timedelta(seconds=interval),
-                "etag": check.etag, "last_modified": check.last_modified,
-                "body_sha256": check.body_sha256 or source["body_sha256"],
-                **({"last_change_at": now} if changed else {}),
-            }  # fmt: skip
+            return self._success_state(check, now)
         if check.gone:
             return {"status": "gone", "last_error": check.error, "next_check_at": now + _RETIRED}
         failures = source["consecutive_failures"] + (0 if network_down else 1)
@@ -243,6 +228,51 @@ class Poller:
             "consecutive_failures": failures, "last_error": check.error,
             "next_check_at": now + timedelta(seconds=delay),
         }  # fmt: skip
+
+    def _success_state(self, check: Check, now: datetime) -> dict[str, Any]:
+        source, policy = check.source, self._policy(check.source)
+        changed = check.outcome in ("new", "revised")
+        last_change = now if changed else (source["last_change_at"] or now)
+        if source["kind"] == "feed":
+            interval = check.interval or source["interval_seconds"] or policy.min_interval
+        else:
+            interval = rules.page_interval(policy, source["interval_seconds"] or None, changed)
+        stopped = source["kind"] != "feed" and rules.tracking_stopped(policy, last_change, now)
+        return {
+            "status": "tracking-stopped" if stopped else "active",
+            "consecutive_failures": 0, "last_error": None, "last_success_at": now,
+            "last_change_at": last_change, "interval_seconds": interval,
+            "next_check_at": now + timedelta(seconds=interval),
+            "etag": check.etag, "last_modified": check.last_modified,
+            "body_sha256": check.body_sha256 or source["body_sha256"],
+            "cursor": check.cursor if check.cursor is not None else source["cursor"],
+        }  # fmt: skip
+
+    def _stop_tracking(self, check: Check, now: datetime) -> None:
+        cursor = check.cursor or check.source["cursor"] or {}
+        if "article_id" not in cursor:
+            return
+        sid = check.source["source_id"]
+        log.info("tracking stopped: no change for the quiet period", source_id=sid)
+        event = ArticleTrackingStopped(article_id=cursor["article_id"], source_id=sid,
+                                       observed_at=now)  # fmt: skip
+        append_article_event(self.store, event, f"tracking-stopped|{sid}|{to_iso(now)}")
+
+
+def append_article_event(store: EventStore, event: Any, key: str) -> None:
+    """Append a status event to an article's stream, at its next version."""
+    for _ in range(5):
+        stream = store.read_streams([event.article_id]).get(event.article_id, [])
+        if not stream:
+            return
+        try:
+            store.append([NewEvent(stream_id=event.article_id,
+                                   stream_version=stream[-1].stream_version + 1,
+                                   idempotency_key=key, event=event,
+                                   metadata={"source_id": event.source_id})])  # fmt: skip
+            return
+        except ConcurrencyError:
+            continue
 
 
 class Ticker:

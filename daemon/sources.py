@@ -14,7 +14,14 @@ from sqlalchemy import Engine, insert, select, update
 from adapters.normalize import canonical_url
 from daemon.config import SourceEntry
 from daemon.errors import UserError
-from storage.events import DomainEvent, SourceAdded, SourceChanged, SourceRemoved
+from storage.events import (
+    ArticleRestored,
+    DomainEvent,
+    SourceAdded,
+    SourceChanged,
+    SourceRemoved,
+    to_iso,
+)
 from storage.projections.runner import ProjectionRunner
 from storage.schema import source_config, source_state
 from storage.store import EventStore, NewEvent
@@ -60,7 +67,19 @@ class Registry:
         return str(found["source_id"])
 
     def resume(self, ident: str, now: datetime) -> str:
+        """Active and due now, whatever state it was in; a stopped article is live again."""
         found = self.resolve(ident)
+        with self.engine.connect() as conn:
+            cursor = conn.execute(
+                select(source_state.c.cursor).where(source_state.c.source_id == found["source_id"])
+            ).scalar()
+        if cursor and "article_id" in cursor:
+            from daemon.schedule import append_article_event
+
+            event = ArticleRestored(article_id=cursor["article_id"], source_id=found["source_id"],
+                                    observed_at=now)  # fmt: skip
+            append_article_event(self.store, event, f"resumed|{found['source_id']}|{to_iso(now)}")
+            self.projector.catch_up()
         with self.engine.begin() as conn:
             conn.execute(
                 update(source_state)

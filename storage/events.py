@@ -82,6 +82,17 @@ class ArticleRestored(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ArticleTrackingStopped(DomainEvent):
+    """No change for the quiet period: the page is no longer re-checked."""
+
+    event_type: ClassVar[str] = "article.tracking_stopped"
+
+    article_id: str
+    source_id: str
+    observed_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InputRejected(DomainEvent):
     event_type: ClassVar[str] = "input.rejected"
 
@@ -128,6 +139,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         ArticleRevised,
         ArticleWithdrawn,
         ArticleRestored,
+        ArticleTrackingStopped,
         InputRejected,
         SourceAdded,
         SourceChanged,

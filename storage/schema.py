@@ -170,6 +170,7 @@ source_state = Table(
     Column("etag", Text),
     Column("last_modified", Text),
     Column("body_sha256", String(64)),
+    Column("cursor", Json),  # per-kind memory: imported tracker versions, tracked article
     Column("lease_owner", String(64)),
     Column("lease_until", UtcDateTime()),
 )

@@ -16,6 +16,7 @@ from storage.events import (
     ArticleDiscovered,
     ArticleRestored,
     ArticleRevised,
+    ArticleTrackingStopped,
     ArticleVersionEvent,
     ArticleWithdrawn,
 )
@@ -31,6 +32,7 @@ class ArticlesProjection:
             ArticleRevised.event_type,
             ArticleWithdrawn.event_type,
             ArticleRestored.event_type,
+            ArticleTrackingStopped.event_type,
         }
     )
 
@@ -46,14 +48,21 @@ class ArticlesProjection:
             _flush(conn, new_articles, new_versions)
             if isinstance(event, ArticleRevised):
                 _revise(conn, event, stored.position)
-            elif isinstance(event, ArticleWithdrawn | ArticleRestored):
-                status = "withdrawn" if isinstance(event, ArticleWithdrawn) else "live"
+            elif isinstance(event, ArticleWithdrawn | ArticleRestored | ArticleTrackingStopped):
+                status = _STATUS[type(event)]
                 conn.execute(
                     update(articles)
                     .where(articles.c.article_id == event.article_id)
                     .values(status=status)
                 )
         _flush(conn, new_articles, new_versions)
+
+
+_STATUS = {
+    ArticleWithdrawn: "withdrawn",
+    ArticleRestored: "live",
+    ArticleTrackingStopped: "tracking-stopped",
+}
 
 
 def _flush(conn: Connection, new_articles: list[Any], new_versions: list[Any]) -> None:

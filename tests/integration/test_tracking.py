@@ -1,0 +1,271 @@
+"""Changelog sources served from the fixture pages on 127.0.0.1: whole histories are
+imported once, only new versions afterwards, and pages decay until tracking stops."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from daemon.config import SourceEntry, from_mapping
+from daemon.service import Services
+from tests.conftest import FIXTURES
+from tests.httpserver import Reply, Server, running
+
+CHANGELOG = FIXTURES / "changelog"
+EXPECTED = json.loads((CHANGELOG / "expected-versions.json").read_text())
+GUARDIAN = EXPECTED["url"]
+NS = "/articles/1744520"
+ND = "/article-history/" + GUARDIAN.removeprefix("http://")
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    with running() as srv:
+        yield srv
+
+
+@pytest.fixture
+def services(tmp_path: Path, clock: Clock) -> Iterator[Services]:
+    raw = {
+        "http": {"allow_private_networks": True, "per_host_min_delay": 0.0, "deadline": 5.0},
+        "scheduler": {"parser_processes": 1},
+    }
+    made = Services(from_mapping(raw, base_dir=tmp_path), clock=clock)
+    made.prepare()
+    yield made
+    made.close()
+
+
+def page(name: str) -> bytes:
+    return (CHANGELOG / name).read_bytes()
+
+
+def serve_newssniffer(server: Server) -> None:
+    server.serve(
+        NS,
+        Reply(200, page("newssniffer/article.html"), {"Content-Type": "text/html; charset=utf-8"}),
+    )
+    for n in range(3):
+        server.serve(
+            f"{NS}/versions/{9000 + n}",
+            Reply(
+                200,
+                page(f"newssniffer/version-{n}.html"),
+                {"Content-Type": "text/html; charset=utf-8"},
+            ),
+        )
+
+
+def serve_newsdiffs(server: Server) -> None:
+    server.serve(
+        ND,
+        Reply(
+            200,
+            page("newsdiffs/article-history.html"),
+            {"Content-Type": "text/html; charset=utf-8"},
+        ),
+    )
+    for vid in EXPECTED["nd_ids"]:
+        server.serve(
+            f"/json/view/{vid}",
+            Reply(
+                200, page(f"newsdiffs/json-view-{vid}.json"), {"Content-Type": "application/json"}
+            ),
+        )
+
+
+def add(services: Services, server: Server, path: str, clock: Clock, kind: str) -> str:
+    entry = SourceEntry(kind=kind, url=server.url(path), name=path)
+    return services.registry.add(entry, origin="cli", now=clock())
+
+
+def query(services: Services, sql: str) -> list[tuple[object, ...]]:
+    services.projector.catch_up()
+    with services.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql))]
+
+
+def versions(services: Services) -> list[tuple[object, ...]]:
+    return query(
+        services,
+        "SELECT version, source_version, source_observed_at, title, body, "
+        "kind, channel FROM article_versions ORDER BY version",
+    )
+
+
+def assert_history_matches_fixture(services: Services, labels: list[str]) -> None:
+    got = versions(services)
+    assert [v[1] for v in got] == labels
+    for row, want in zip(got, EXPECTED["versions"], strict=True):
+        _, _, seen_at, title, body, _kind, channel = row
+        assert str(seen_at).startswith(want["at"].removesuffix("Z").replace("T", "T"))
+        assert title == want["title"]
+        assert body == "\n\n".join(want["paragraphs"])
+        assert channel == "changelog"
+    assert [v[5] for v in got] == ["substantive"] * 3
+    ((url, key, count),) = query(services, "SELECT url, article_key, version_count FROM articles")
+    assert (url, key, count) == (GUARDIAN, GUARDIAN, 3)
+
+
+def test_newssniffer_history_is_imported_once_then_only_new_versions(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    serve_newssniffer(server)
+    add(services, server, NS, clock, "changelog")
+    report = services.poller.run_cycle()
+    assert report.outcomes == {"new": 1} and report.events == 3
+    assert_history_matches_fixture(services, ["0", "1", "2"])
+
+    head = query(services, "SELECT max(position) FROM events")
+    again = services.poller.run_cycle(all_sources=True)
+    assert again.events == 0
+    assert query(services, "SELECT max(position) FROM events") == head
+    assert server.hits[f"{NS}/versions/9000"] == 1  # versions are fetched once
+
+    # the tracker notices a fourth version
+    listing = page("newssniffer/article.html").decode()
+    row = listing[
+        listing.index('<tr>\n<td>\n  <a href="/articles/1744520/versions/9002"') : listing.index(
+            "</table>"
+        )
+    ]
+    new_row = row.replace("9002", "9003").replace(">2</a>", ">3</a>").replace("14:05", "16:20")
+    listing = listing.replace("</table>", new_row + "</table>").replace(
+        "<var>3</var>", "<var>4</var>"
+    )
+    fourth = (
+        page("newssniffer/version-2.html")
+        .decode()
+        .replace("Version 2 of 3.", "Version 3 of 4.")
+        .replace("we have to talk to each other.", "we have to talk to each other, he said.")
+    )
+    server.serve(NS, Reply(200, listing.encode(), {"Content-Type": "text/html; charset=utf-8"}))
+    server.serve(
+        f"{NS}/versions/9003",
+        Reply(200, fourth.encode(), {"Content-Type": "text/html; charset=utf-8"}),
+    )
+    clock.now += timedelta(hours=1)
+    report = services.poller.run_cycle(all_sources=True)
+    assert (report.outcomes, report.events) == ({"revised": 1}, 1)
+    assert query(services, "SELECT count(*) FROM events WHERE event_type = 'article.revised'") == [
+        (3,)
+    ]
+    latest = versions(services)[-1]
+    assert (latest[0], latest[1], latest[5]) == (4, "3", "substantive")
+
+
+def test_newsdiffs_change_log_gives_the_same_history_and_the_same_article(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    serve_newsdiffs(server)
+    add(services, server, ND, clock, "changelog")
+    services.poller.run_cycle()
+    assert_history_matches_fixture(services, [str(i) for i in EXPECTED["nd_ids"]])
+
+
+def test_a_dropped_file_and_a_changelog_are_one_article(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    from daemon.files import FileIngestor
+    from daemon.service import file_settings
+
+    serve_newssniffer(server)
+    add(services, server, NS, clock, "changelog")
+    services.poller.run_cycle()
+    inbox = services.settings.inbox_dir
+    seed = inbox / "003.txt"
+    seed.write_bytes((FIXTURES / "seeds" / "003_56ba656788b3d0c8.txt").read_bytes())
+    FileIngestor(file_settings(services.settings), services.store, clock=clock).ingest([seed])
+    assert query(services, "SELECT count(*), max(version_count) FROM articles") == [(1, 4)]
+    channels = query(services, "SELECT channel FROM article_versions ORDER BY version")
+    assert [c for (c,) in channels] == ["changelog"] * 3 + ["file"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reply", "reason"),
+    [
+        ("unknown format", Reply(200, b"<html><body><p>Hello</p></body></html>"), "unrecognised"),
+        ("truncated", Reply(200, page("newssniffer/article.html")[:1500]), "truncated"),
+    ],
+)
+def test_bad_changelog_pages_fail_readably_and_import_nothing(
+    services: Services, server: Server, clock: Clock, name: str, reply: Reply, reason: str
+) -> None:
+    server.serve(NS, reply)
+    sid = add(services, server, NS, clock, "changelog")
+    services.poller.run_cycle()
+    ((status, error),) = query(
+        services, f"SELECT status, last_error FROM sources WHERE source_id='{sid}'"
+    )
+    assert status == "backing-off"
+    assert reason in str(error).lower() or reason in str(error), (name, error)
+    assert query(services, "SELECT count(*) FROM article_versions") == [(0,)]
+
+
+def test_a_version_link_that_404s_imports_nothing_half_way(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    serve_newssniffer(server)
+    del server.routes[f"{NS}/versions/9002"]
+    sid = add(services, server, NS, clock, "changelog")
+    services.poller.run_cycle()
+    ((status, error),) = query(
+        services, f"SELECT status, last_error FROM sources WHERE source_id='{sid}'"
+    )
+    assert status == "backing-off" and "404" in str(error)
+    assert query(services, "SELECT count(*) FROM article_versions") == [(0,)]
+    serve_newssniffer(server)
+    clock.now += timedelta(days=1)
+    services.poller.run_cycle()
+    assert query(services, "SELECT count(*) FROM article_versions") == [(3,)]
+
+
+def test_an_unchanged_changelog_decays_then_stops_tracking_and_can_resume(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    serve_newssniffer(server)
+    sid = add(services, server, NS, clock, "changelog")
+    gaps: list[float] = []
+    for _ in range(200):
+        services.poller.run_cycle()
+        ((status, nxt),) = query(services, "SELECT status, next_check_at FROM sources")
+        if status == "tracking-stopped":
+            break
+        due = datetime.fromisoformat(str(nxt).replace("Z", "+00:00"))
+        gaps.append((due - clock.now).total_seconds())
+        clock.now = due
+    assert status == "tracking-stopped"
+    assert gaps[0] == 1200.0  # first re-check 20 minutes after the change
+    assert gaps[1] == pytest.approx(1440.0)  # x1.2 per unchanged check
+    assert max(gaps) == 86400.0  # capped at a day
+    assert clock.now - T0 >= timedelta(days=40)
+    assert query(services, "SELECT status FROM articles") == [("tracking-stopped",)]
+    hits = server.hits[NS]
+    clock.now += timedelta(days=30)
+    services.poller.run_cycle()
+    assert server.hits[NS] == hits  # no longer checked
+
+    services.registry.resume(sid, clock.now)
+    services.poller.run_cycle()
+    assert server.hits[NS] == hits + 1
+    assert query(services, "SELECT status FROM articles") == [("live",)]
+    assert query(services, "SELECT status FROM sources") == [("active",)]
