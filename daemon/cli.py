@@ -31,7 +31,7 @@ EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
 
 def main() -> NoReturn:
     try:
-        cli.main(standalone_mode=False, prog_name="storyline")
+        code = cli.main(standalone_mode=False, prog_name="storyline")
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -47,7 +47,8 @@ def main() -> NoReturn:
         _fail(str(exc), EXIT_LOCKED)
     except (StorylineError, StoreError) as exc:
         _fail(str(exc), EXIT_FAILURE)
-    sys.exit(0)
+    # without standalone mode, click returns a command's Exit code instead of raising it
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -174,19 +175,81 @@ def status(ctx: Context, as_json: bool) -> None:
 @pass_context
 def history(ctx: Context, article: str) -> None:
     """Every version of ARTICLE (an article id, key or URL): time, kind, title."""
+    head, versions = _history(ctx, article)
+    click.echo(f"{head['title']}\n  id {head['article_id']}  key {head['article_key']}")
+    for v in versions:
+        seen = (
+            f"  (tracker {v['source_version']} at {v['source_observed_at']})"
+            if v["source_version"]
+            else ""
+        )
+        click.echo(
+            f"  v{v['version']:<3} {v['observed_at']}  {v['kind']:<11} "
+            f"{v['channel']:<9} {v['source_id']:<17} {v['title']}{seen}"
+        )
+
+
+@cli.command()
+@click.argument("article")
+@click.argument("versions", nargs=-1, type=int)
+@pass_context
+def diff(ctx: Context, article: str, versions: tuple[int, ...]) -> None:
+    """Word-level diff of ARTICLE between versions A and B (default: the last two)."""
+    from daemon.reading import render_diff, version_text, word_diff
+
+    head, found = _history(ctx, article)
+    numbers = [v["version"] for v in found]
+    if len(versions) not in (0, 2):
+        raise UserError("give two version numbers, or none for the last two")
+    a, b = versions or (numbers[-2] if len(numbers) > 1 else numbers[-1], numbers[-1])
+    by_number = {v["version"]: v for v in found}
+    for n in (a, b):
+        if n not in by_number:
+            raise UserError(f"{head['title']!r} has no version {n} (it has 1 to {numbers[-1]})")
+    old, new = by_number[a], by_number[b]
+    click.echo(
+        f"v{a} ({old['observed_at']}, {old['channel']}) -> "
+        f"v{b} ({new['observed_at']}, {new['channel']}, {new['kind']})"
+    )
+    pieces = list(word_diff(version_text(old), version_text(new)))
+    click.echo(render_diff(pieces, colour=sys.stdout.isatty()))
+
+
+@cli.command()
+@click.argument("article")
+@click.option("--as-of", "moment", help="An ISO-8601 time; the text as it stood then.")
+@pass_context
+def show(ctx: Context, article: str, moment: str | None) -> None:
+    """The text of ARTICLE, now or as it stood at --as-of TIME."""
+    from daemon.reading import as_of, version_text
+    from storage.events import from_iso
+
+    head, found = _history(ctx, article)
+    version = found[-1]
+    if moment:
+        try:
+            when = from_iso(moment)
+        except ValueError:
+            raise UserError(f"--as-of {moment!r} is not an ISO-8601 time") from None
+        picked = as_of(found, when)
+        if picked is None:
+            raise UserError(f"{head['title']!r} had no version yet at {moment}")
+        version = picked
+    click.echo(
+        f"# v{version['version']} of {len(found)}, valid from {version['valid_from']}"
+        f" ({version['channel']}, {version['kind']})"
+    )
+    click.echo(version_text(version))
+
+
+def _history(ctx: Context, article: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from daemon.status import article_history
 
     with ctx.services() as services:
         found = article_history(services, article)
-    if found is None:
+    if found is None or not found[1]:
         raise UserError(f"no article matches {article!r} (give an article id, key or URL)")
-    head, versions = found
-    click.echo(f"{head['title']}\n  id {head['article_id']}  key {head['article_key']}")
-    for v in versions:
-        click.echo(
-            f"  v{v['version']:<3} {v['observed_at']}  {v['kind']:<11} "
-            f"{v['channel']:<9} {v['title']}"
-        )
+    return found
 
 
 @cli.command()
@@ -219,7 +282,7 @@ def sources() -> None:
 @click.argument("url")
 @click.option(
     "--kind",
-    type=click.Choice(["feed"]),
+    type=click.Choice(["feed", "changelog", "page"]),
     default="feed",
     show_default=True,
     help="What the URL serves.",

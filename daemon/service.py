@@ -212,7 +212,9 @@ class Daemon:
         batch_size = self.settings.inbox.batch_size
         while not self._stop.is_set():
             now = time.monotonic()
-            timeout = max(0.0, min(0.5, self._next_rescan - now))
+            # wake at least as often as the watchdog wants a ping
+            ping = self.notifier.watchdog_interval or 0.5
+            timeout = max(0.0, min(0.5, ping, self._next_rescan - now))
             paths = self.watcher.wait_for_hints(timeout, batch_size)
             if paths:
                 self._ingest(paths)
