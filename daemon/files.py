@@ -245,7 +245,7 @@ class FileIngestor:
         try:
             if mode == "archive":
                 day = self.settings.archive / now.strftime("%Y/%m/%d")
-                os.rename(path, _free_name(self._dir(day) / Path(name).name))
+                _move_out(path, self._dir(day) / Path(name).name)
             elif mode == "delete":
                 os.unlink(path)
         except FileNotFoundError:
@@ -274,7 +274,7 @@ class FileIngestor:
         }
         sidecar.write_text(json.dumps(why, indent=2) + "\n", encoding="utf-8")
         try:
-            os.rename(refusal.path, target)
+            _move_out(refusal.path, target)
         except FileNotFoundError:
             log.warning("rejected file vanished before it could be kept", file=refusal.name)
 
@@ -296,6 +296,28 @@ def _read_nofollow(path: Path) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _move_out(source: Path, target: Path) -> None:
+    """Move a file out of the inbox as link + unlink rather than rename.
+
+    A rename out of a watched folder is an IN_MOVED_FROM, which watchdog holds for 0.5 s
+    hoping to pair it, and every later event of the inbox waits behind it; an unlink is
+    reported at once. A crash between the two leaves the file in both places: the next
+    attempt finds the same inode already there and only unlinks.
+    """
+    if os.path.lexists(target) and os.path.samefile(source, target):
+        os.unlink(source)
+        return
+    target = _free_name(target)
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        os.rename(source, target)  # another filesystem, or no hard links: a plain move
+        return
+    os.unlink(source)
 
 
 def _free_name(target: Path) -> Path:

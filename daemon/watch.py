@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -152,7 +152,13 @@ class InboxWatcher:
         return "inotify"
 
     def _start(self, kind: str) -> BaseObserver:
-        observer: BaseObserver = PollingObserver(timeout=1.0) if kind == "polling" else Observer()
+        # Full events: a file moved in from an unwatched folder arrives as a move (a
+        # hint), not as a bare "created" (which we must ignore for regular files).
+        observer: BaseObserver = (
+            PollingObserver(timeout=1.0)
+            if kind == "polling"
+            else InotifyObserver(generate_full_events=True)
+        )
         observer.schedule(_Hints(self.inbox, self.hints), str(self.inbox), recursive=False)
         observer.daemon = True
         observer.start()
