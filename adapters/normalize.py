@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,8 +24,7 @@ _FOLD = str.maketrans(
         "\ufeff": "",
     }
 )  # fmt: skip
-_SPACE = re.compile(r"\s+")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?)\]])")
+_PUNCT = ",.;:!?)]"  # a space before these is cosmetic
 
 
 def canonical_url(url: str) -> str:
@@ -78,10 +76,14 @@ def content_hash(title: str, standfirst: str | None, body: str) -> str:
 
 
 def normalize_text(text: str) -> str:
-    """Text with cosmetic differences removed: NFC, folded punctuation, one space."""
-    text = unicodedata.normalize("NFKC", text).translate(_FOLD)
-    text = _SPACE.sub(" ", text).strip()
-    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+    """Text with cosmetic differences removed: NFKC, folded punctuation, one space."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).translate(_FOLD)
+    text = " ".join(text.split())
+    for mark in _PUNCT:
+        if " " + mark in text:
+            text = text.replace(" " + mark, mark)
+    return text
 
 
 def fingerprint(title: str, standfirst: str | None, body: str) -> str:

@@ -99,7 +99,7 @@ class FileIngestor:
         inputs = [self._load(p) for p in dict.fromkeys(paths)]
         loaded = [x for x in inputs if isinstance(x, Loaded)]
         refused = [x for x in inputs if isinstance(x, Refused)]
-        blobs = {x.sha256: Blob.of(x.data) for x in loaded}  # compressed outside the txn
+        blobs = {x.sha256: Blob.of(x.data, x.sha256) for x in loaded}  # compressed outside the txn
         now = self.clock()
         pending = [
             Pending(x.item, INBOX_SOURCE, {"source_id": INBOX_SOURCE, "adapter": ADAPTER,
@@ -141,7 +141,7 @@ class FileIngestor:
         if refusal:
             return refusal
         try:
-            data = _read_nofollow(path)
+            data = _read_nofollow(path, info.st_size)
         except FileNotFoundError:
             return Refused(
                 path,
@@ -285,13 +285,13 @@ class FileIngestor:
         return directory
 
 
-def _read_nofollow(path: Path) -> bytes:
+def _read_nofollow(path: Path, size_hint: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        while chunk := os.read(fd, size_hint + 1):  # one read for a file that did not grow
             chunks.append(chunk)
         return b"".join(chunks)
     finally:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
-from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.files import is_ignored

@@ -9,6 +9,10 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 IMMEDIATE = {"storyline_write": True}
+# Projection writes: rebuildable from the log, and each batch commits with its checkpoint,
+# so losing the last ones to a power cut only means replaying them. In WAL mode NORMAL
+# skips the fsync per commit and never corrupts the database.
+REBUILDABLE = {"storyline_write": True, "storyline_relaxed": True}
 
 
 def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> Engine:
@@ -36,12 +40,19 @@ def _sqlite_engine(url: str, synchronous: str, busy_timeout_ms: int) -> Engine:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # checkpoint every 64 MiB of WAL instead of 4 MiB: far fewer fsyncs of the main file
+        cursor.execute("PRAGMA wal_autocheckpoint=16384")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("storyline_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("storyline_write", False):
+            relaxed = options.get("storyline_relaxed", False)
+            conn.exec_driver_sql(f"PRAGMA synchronous={'NORMAL' if relaxed else synchronous}")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     return engine
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage.db import IMMEDIATE
+from storage.db import REBUILDABLE
 from storage.projections.articles import ArticlesProjection
 from storage.projections.base import Projection
 from storage.projections.rejections import RejectionsProjection
@@ -36,12 +36,23 @@ class ProjectionRunner:
         self.batch_size = batch_size
 
     def catch_up(self) -> int:
-        """Apply every event not yet applied; returns how many were applied."""
+        """Apply every event not yet applied; returns how many were applied.
+
+        One transaction per round for all projections (each with its checkpoint): one
+        commit, one fsync, however many projections there are.
+        """
         total = 0
-        for projection in self.projections.values():
-            while (applied := self._step(projection)) is not None:
-                total += applied
-        return total
+        while True:
+            with self._write() as conn:
+                head = _head(conn)
+                applied, behind = 0, False
+                for projection in self.projections.values():
+                    count, reached = self._step(conn, projection, head)
+                    applied += count
+                    behind = behind or reached < head
+            total += applied
+            if not behind:
+                return total
 
     def rebuild(self, name: str | None = None, progress: Progress | None = None) -> int:
         """Empty the projection(s) and replay the whole log; one transaction each, so a
@@ -68,20 +79,18 @@ class ProjectionRunner:
             head = _head(conn)
             return {name: head - _checkpoint(conn, name) for name in self.projections}
 
-    def _step(self, projection: Projection) -> int | None:
-        with self._write() as conn:
-            start = _checkpoint(conn, projection.name)
-            head = _head(conn)
-            if head <= start:
-                return None
-            batch, reached = _read(conn, projection, start, head, self.batch_size)
-            if batch:
-                projection.apply(conn, batch)
-            _save_checkpoint(conn, projection.name, reached)
-        return len(batch)
+    def _step(self, conn: Connection, projection: Projection, head: int) -> tuple[int, int]:
+        start = _checkpoint(conn, projection.name)
+        if head <= start:
+            return 0, start
+        batch, reached = _read(conn, projection, start, head, self.batch_size)
+        if batch:
+            projection.apply(conn, batch)
+        _save_checkpoint(conn, projection.name, reached)
+        return len(batch), reached
 
     def _write(self) -> Connection:
-        conn = self.engine.connect().execution_options(**IMMEDIATE)
+        conn = self.engine.connect().execution_options(**REBUILDABLE)
         return _Tx(conn)  # type: ignore[return-value]
 
 
