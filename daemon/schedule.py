@@ -85,11 +85,13 @@ class Poller:
         clock: Callable[[], datetime],
         workers: int = 8,
         lease_seconds: float = 300.0,
+        follow: Callable[[str, list[str], datetime], None] | None = None,
     ) -> None:
         self.engine, self.store, self.http, self.parser = engine, store, http, parser
         self.policy, self.clock, self.workers = policy, clock, workers
         self.lease = timedelta(seconds=lease_seconds)
         self.tools = Tools(http=http, parser=parser, clock=clock)
+        self.follow = follow  # feeds with follow_links: new entries' pages become sources
         self.owner = f"{os.uname().nodename}:{os.getpid()}"
 
     def run_cycle(self, *, all_sources: bool = False) -> CycleReport:
@@ -179,6 +181,11 @@ class Poller:
         ]  # fmt: skip
         result, _ = record(self.store, pending, now, blobs=[blob])
         check.new, check.revised = result.count("new"), result.count("revised")
+        if (source.get("settings") or {}).get("follow_links") and self.follow is not None:
+            links = [o.url for o, outcome in zip(found.observations, result.outcomes, strict=True)
+                     if outcome == "new" and o.url]  # fmt: skip
+            if links:
+                self.follow(sid, links, now)
         check.outcome = "new" if check.new else "revised" if check.revised else "unchanged"
         check.cursor = found.cursor
 

@@ -86,6 +86,7 @@ class Services:
             self._poller = Poller(
                 self.engine, self.store, http, parser, policy=policy_of(s), clock=self._clock,
                 workers=s.scheduler.workers, lease_seconds=s.scheduler.lease_seconds,
+                follow=self.registry.follow_links,
             )  # fmt: skip
         return self._poller
 

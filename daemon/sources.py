@@ -59,6 +59,12 @@ class Registry:
         self.ensure_state(now)
         return sid
 
+    def follow_links(self, feed_id: str, urls: list[str], now: datetime) -> None:
+        """Track the page of each new entry of a feed with ``follow_links = true``."""
+        for url in urls:
+            if url.startswith(("http://", "https://")):
+                self.add(SourceEntry(kind="page", url=url), origin=f"feed:{feed_id}", now=now)
+
     def remove(self, ident: str) -> str:
         found = self.resolve(ident)
         if found["removed"]:

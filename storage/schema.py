@@ -149,7 +149,7 @@ source_config = Table(
     Column("url", Text, nullable=False),
     Column("name", Text),
     Column("settings", Json, nullable=False),
-    Column("origin", String(16), nullable=False),  # cli | config
+    Column("origin", String(64), nullable=False),  # cli | config | feed:<source id>
     Column("removed", Integer, nullable=False),
     Column("added_at", UtcDateTime(), nullable=False),
 )

@@ -405,3 +405,35 @@ def test_concurrent_cycles_never_check_one_source_twice(
     for t in threads:
         t.join(timeout=20)
     assert server.hits["/f.xml"] == 1
+
+
+def test_follow_links_tracks_each_new_entry_page_as_the_same_article(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    pages = Path(__file__).parents[1] / "fixtures" / "pages"
+    html = {"Content-Type": "text/html; charset=utf-8"}
+    server.serve("/a", Reply(200, (pages / "guardian-v1.html").read_bytes(), html))
+    server.serve("/b", Reply(200, (pages / "guardian-v2.html").read_bytes(), html))
+    items = [(server.url(p), f"Entry {p}", "Summary.", format_datetime(T0)) for p in ("/a", "/b")]
+    server.serve("/f.xml", Reply(200, rss(items)))
+    services.registry.add(
+        SourceEntry(kind="feed", url=server.url("/f.xml"), follow_links=True),
+        origin="cli",
+        now=clock(),
+    )
+    services.poller.run_cycle()
+    kinds = dict(query(services, "SELECT url, kind FROM sources"))
+    assert kinds == {
+        server.url("/f.xml"): "feed",
+        server.url("/a"): "page",
+        server.url("/b"): "page",
+    }
+    services.poller.run_cycle()  # the pages are due at once
+    rows = query(
+        services,
+        "SELECT a.url, a.version_count, group_concat(v.channel) "
+        "FROM articles a JOIN article_versions v USING (article_id) "
+        "GROUP BY a.article_id ORDER BY a.url",
+    )
+    assert [(u, n) for u, n, _ in rows] == [(server.url("/a"), 2), (server.url("/b"), 2)]
+    assert all(sorted(str(c).split(",")) == ["feed", "page"] for _, _, c in rows)

@@ -269,3 +269,52 @@ def test_an_unchanged_changelog_decays_then_stops_tracking_and_can_resume(
     assert server.hits[NS] == hits + 1
     assert query(services, "SELECT status FROM articles") == [("live",)]
     assert query(services, "SELECT status FROM sources") == [("active",)]
+
+
+def test_page_source_revisions_are_typed_and_reindenting_is_not_a_change(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    pages = FIXTURES / "pages"
+    html = "text/html; charset=utf-8"
+    sequence = [
+        ("guardian-v1-straight-quotes.html", "substantive"),  # version 1
+        ("guardian-v1.html", "cosmetic"),  # only the quote style: straight -> curly
+        ("guardian-v1-added-paragraph.html", "substantive"),  # a paragraph added
+        ("guardian-v1.html", "revert"),  # back to the text of version 2
+        ("guardian-v1-reformatted.html", None),  # re-indented HTML: no new version
+    ]
+    sid = None
+    for name, kind in sequence:
+        server.serve("/story", Reply(200, (pages / name).read_bytes(), {"Content-Type": html}))
+        if sid is None:
+            sid = add(services, server, "/story", clock, "page")
+        clock.now += timedelta(hours=1)
+        services.poller.run_cycle(all_sources=True)
+        kinds = [
+            k for (k,) in query(services, "SELECT kind FROM article_versions ORDER BY version")
+        ]
+        if kind is not None:
+            assert kinds[-1] == kind, (name, kinds)
+    assert kinds == ["substantive", "cosmetic", "substantive", "revert"]
+    outcomes = [o for (o,) in query(services, "SELECT outcome FROM fetch_log ORDER BY id")]
+    assert outcomes == ["new", "revised", "revised", "revised", "unchanged"]
+    ((status,),) = query(services, "SELECT status FROM sources")
+    assert status == "active"
+
+
+def test_a_paywalled_page_is_a_failed_check_never_a_version(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    server.serve(
+        "/paywall",
+        Reply(
+            200,
+            (FIXTURES / "pages" / "paywall.html").read_bytes(),
+            {"Content-Type": "text/html; charset=utf-8"},
+        ),
+    )
+    add(services, server, "/paywall", clock, "page")
+    services.poller.run_cycle()
+    ((status, error),) = query(services, "SELECT status, last_error FROM sources")
+    assert status == "backing-off" and str(error).startswith("paywall:")
+    assert query(services, "SELECT count(*) FROM article_versions") == [(0,)]
