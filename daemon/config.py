@@ -76,6 +76,11 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    listen: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceEntry:
     """One ``[[sources]]`` table."""
 
@@ -94,6 +99,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSection = field(default_factory=HttpSection)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     sources: tuple[SourceEntry, ...] = ()
     base_dir: Path = Path(".")
 
@@ -162,6 +168,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogSettings,
     "http": HttpSection,
     "scheduler": SchedulerSettings,
+    "metrics": MetricsSettings,
 }
 
 

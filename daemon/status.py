@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
@@ -12,10 +13,15 @@ from sqlalchemy import func, or_, select
 from adapters.normalize import canonical_url
 from daemon.files import is_ignored
 from storage.db import sqlite_path
+from storage.events import from_iso
 from storage.schema import article_versions, articles, events, fetch_log, rejections
 
 if TYPE_CHECKING:
     from daemon.service import Services
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def collect(services: Services) -> dict[str, Any]:
@@ -39,6 +45,7 @@ def collect(services: Services) -> dict[str, Any]:
             .limit(5)
         ).all()
     backlog, oldest = _backlog(services)
+    sources = source_health(services)
     return {
         "database": services.settings.database_url,
         "counts": counts,
@@ -51,6 +58,7 @@ def collect(services: Services) -> dict[str, Any]:
         "latest_events": [dict(r._mapping) for r in latest],
         "latest_rejections": [dict(r._mapping) for r in last_rejections],
         "wal_bytes": _wal_bytes(services),
+        "sources": sources,
     }
 
 
@@ -74,6 +82,14 @@ def render(report: dict[str, Any]) -> str:
         f"  {e['position']:>8}  {e['recorded_at']}  {e['event_type']}"
         for e in report["latest_events"]
     ]
+    src = report["sources"]
+    states = ", ".join(f"{n} {state}" for state, n in sorted(src["by_status"].items())) or "none"
+    lines.append(f"sources     {states}; {src['due']} due now")
+    for failing in src["failing"]:
+        lines.append(
+            f"  failing   {failing['source_id']} x{failing['consecutive_failures']}: "
+            f"{failing['last_error']}"
+        )
     if report["latest_rejections"]:
         lines.append("latest rejections:")
         lines += [
@@ -148,3 +164,44 @@ def recent_checks(services: Services, source_id: str, limit: int = 10) -> list[d
             .limit(limit)
         ).all()
     return [dict(r._mapping) for r in rows]
+
+
+def source_health(services: Services) -> dict[str, Any]:
+    """Sources by status, how many are due, and the ones failing with their errors."""
+    now = utc_now()
+    with services.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT source_id, status, next_check_at, consecutive_failures, last_error FROM sources"
+        ).all()
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row.status] = by_status.get(row.status, 0) + 1
+    due = sum(
+        1
+        for r in rows
+        if r.status in ("active", "backing-off")
+        and r.next_check_at
+        and from_iso(str(r.next_check_at)) <= now
+    )
+    failing = [
+        {
+            "source_id": r.source_id,
+            "consecutive_failures": r.consecutive_failures,
+            "last_error": r.last_error,
+        }
+        for r in rows
+        if r.consecutive_failures
+    ]
+    return {"by_status": by_status, "due": due, "failing": failing[:10]}
+
+
+def summary_line(services: Services, last_error: str | None = None) -> str:
+    """The one line an operator sees in ``systemctl status``."""
+    with services.engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(articles)).scalar_one()
+    backlog, _ = _backlog(services)
+    health = source_health(services)
+    text = f"{count} articles; inbox backlog {backlog}; {health['due']} sources due"
+    if health["failing"]:
+        text += f"; {len(health['failing'])} failing"
+    return text + (f"; last error: {last_error}" if last_error else "")
