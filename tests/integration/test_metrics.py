@@ -43,5 +43,5 @@ def test_metrics_report_what_is_in_the_database(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["9464", "host:", ":80", "h:99999"])
 def test_bad_listen_addresses_name_the_setting(bad: str) -> None:
-    with pytest.raises(ConfigError, match="metrics.listen"):
+    with pytest.raises(ConfigError, match=r"metrics\.listen"):
         parse_listen(bad)
