@@ -69,6 +69,9 @@ class Listing:
     source_name: str | None  # the tracker's publisher label ("guardian")
     versions: list[VersionRef]  # oldest first
     observations: list[Observation]  # versions given in full on this very page
+    # Versions the page names only as the old side of a diff (a feed's first version):
+    # label -> URL of a page holding its text and time. Not in ``versions``.
+    referenced: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -506,7 +509,10 @@ class PageOrigin:
 
 
 def make_listing(
-    origin: PageOrigin, versions: list[VersionRef], observations: Iterable[Observation] = ()
+    origin: PageOrigin,
+    versions: list[VersionRef],
+    observations: Iterable[Observation] = (),
+    referenced: dict[str, str] | None = None,
 ) -> Listing:
     """A Listing, oldest version first; refuses an empty listing or a repeated label."""
     if not versions:
@@ -523,6 +529,7 @@ def make_listing(
         source_name=origin.source_name,
         versions=sorted(versions, key=lambda v: (v.observed_at, label_order(v.label))),
         observations=sorted(observations, key=_observation_order),
+        referenced={k: v for k, v in (referenced or {}).items() if k not in labels},
     )
 
 

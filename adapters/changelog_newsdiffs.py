@@ -171,7 +171,18 @@ def _listing_from_feed(page: Page) -> Listing:
         for r, entry in zip(refs, feed.entries, strict=True)
         if (p := feed_entry_paragraphs(entry))
     ]
-    return make_listing(origin, refs, observations)
+    return make_listing(origin, refs, observations, _diff_predecessors(feed.entries, page.url))
+
+
+def _diff_predecessors(entries: list[Any], url: str) -> dict[str, str]:
+    """The old side of each entry's diff, readable at its JSON view (which has its date)."""
+    found: dict[str, str] = {}
+    for entry in entries:
+        link = entry.get("link", "") or entry.get("id", "")
+        match = _DIFF_PATH.search(urlsplit(link).path)
+        if match:
+            found.setdefault(match.group(1), urljoin(url, f"/json/view/{match.group(1)}"))
+    return found
 
 
 def _entry_ref(entry: Any, url: str) -> VersionRef:

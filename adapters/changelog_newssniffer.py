@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from adapters.changelog import (
     DIFF,
@@ -292,7 +292,18 @@ def _listing_from_feed(page: Page) -> Listing:
         page_url=page.url,
     )
     refs = [_entry_ref(entry, page.url) for entry in feed.entries]
-    return make_listing(origin, refs, _feed_observations(origin, refs, feed.entries))
+    observations = _feed_observations(origin, refs, feed.entries)
+    return make_listing(origin, refs, observations, _diff_predecessors(refs))
+
+
+def _diff_predecessors(refs: list[VersionRef]) -> dict[str, str]:
+    """The old side of each item's diff: its text and time are on that diff page."""
+    found: dict[str, str] = {}
+    for ref in refs:
+        match = _DIFF_PATH.search(urlsplit(ref.url or "").path)
+        if match and ref.url:
+            found.setdefault(match.group(1), ref.url)
+    return found
 
 
 def _entry_ref(entry: Any, url: str) -> VersionRef:

@@ -97,25 +97,43 @@ def check_changelog(tools: Tools, check: Check, policy: rules.Policy) -> Found |
         )
     known = set(cursor.get("labels", []))
     have = {o.source_version: o for o in listing.observations if o.source_version}
-    fresh = [ref for ref in listing.versions if ref.label not in known]
-    for ref in fresh:
-        if ref.label not in have:
-            have.update(_version_page(tools, ref, listing))
-    observations = [_with_identity(have[r.label], listing) for r in fresh]
+    for ref in listing.versions:
+        if ref.label not in known and ref.label not in have:
+            have.update(_version_texts(tools, ref.url, ref, listing))
+    first = listing.versions[0]
+    for label, url in listing.referenced.items():
+        if label not in known and label not in have:
+            provisional = changelog.VersionRef(
+                label=label, observed_at=first.observed_at, title=None, url=url
+            )
+            have.update(_version_texts(tools, url, provisional, listing))
+    fresh = sorted(
+        (o for label, o in have.items() if label not in known),
+        key=lambda o: (o.source_observed_at, changelog.label_order(o.source_version or "")),
+    )
     cursor.update(
         dialect=listing.dialect,
-        labels=sorted(known | {r.label for r in fresh}, key=changelog.label_order),
+        labels=sorted(known | {o.source_version or "" for o in fresh}, key=changelog.label_order),
         article_id=article_id(canonical_url(listing.article_url)),
     )
+    observations = [_with_identity(o, listing) for o in fresh]
     return Found(observations, f"changelog/{listing.dialect}/1", result.body, cursor)
 
 
-def _version_page(
-    tools: Tools, ref: changelog.VersionRef, listing: changelog.Listing
+def _version_texts(
+    tools: Tools, url: str | None, ref: changelog.VersionRef, listing: changelog.Listing
 ) -> dict[str, Observation]:
-    if not ref.url:
+    """The version ``ref`` from its own page; a diff page gives both of its sides."""
+    if not url:
         raise UnusableInput("no-version-link", f"version {ref.label} has no link to its text")
-    fetched = tools.http.fetch(ref.url)
+    fetched = tools.http.fetch(url)
+    content_type = fetched.headers.get("content-type")
+    kind = changelog.detect_page(fetched.body, url=fetched.url, content_type=content_type)
+    if kind.kind == changelog.DIFF:
+        sides = changelog.parse_listing(fetched.body, url=fetched.url, content_type=content_type)
+        found = {o.source_version: o for o in sides.observations if o.source_version}
+        if ref.label in found:
+            return found
     observation = changelog.parse_version(fetched.body, url=fetched.url, ref=ref, listing=listing)
     return {ref.label: observation}
 

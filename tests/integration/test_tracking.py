@@ -318,3 +318,59 @@ def test_a_paywalled_page_is_a_failed_check_never_a_version(
     ((status, error),) = query(services, "SELECT status, last_error FROM sources")
     assert status == "backing-off" and str(error).startswith("paywall:")
     assert query(services, "SELECT count(*) FROM article_versions") == [(0,)]
+
+
+def serve_newssniffer_rss(server: Server) -> str:
+    rss = (
+        page("newssniffer/article.rss")
+        .decode()
+        .replace("https://www.newssniffer.co.uk", server.base)
+    )
+    server.serve(f"{NS}.rss", Reply(200, rss.encode(), {"Content-Type": "application/rss+xml"}))
+    for a, b in ((0, 1), (1, 2)):
+        server.serve(
+            f"{NS}/diff/{a}/{b}",
+            Reply(
+                200,
+                page(f"newssniffer/diff-{a}-{b}.html"),
+                {"Content-Type": "text/html; charset=utf-8"},
+            ),
+        )
+    return f"{NS}.rss"
+
+
+def serve_newsdiffs_atom(server: Server) -> str:
+    path = "/feed/article-history/" + GUARDIAN
+    server.serve(
+        path,
+        Reply(
+            200, page("newsdiffs/article-history.atom"), {"Content-Type": "application/atom+xml"}
+        ),
+    )
+    for vid in EXPECTED["nd_ids"]:
+        server.serve(
+            f"/json/view/{vid}",
+            Reply(
+                200, page(f"newsdiffs/json-view-{vid}.json"), {"Content-Type": "application/json"}
+            ),
+        )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("serve", "labels"),
+    [
+        (serve_newssniffer_rss, ["0", "1", "2"]),
+        (serve_newsdiffs_atom, [str(i) for i in EXPECTED["nd_ids"]]),
+    ],
+    ids=["newssniffer-rss", "newsdiffs-atom"],
+)
+def test_changelog_feeds_give_the_whole_history_including_the_first_version(
+    services: Services, server: Server, clock: Clock, serve: object, labels: list[str]
+) -> None:
+    path = serve(server)  # type: ignore[operator]
+    add(services, server, path, clock, "changelog")
+    report = services.poller.run_cycle()
+    assert report.events == 3, report
+    assert_history_matches_fixture(services, labels)
+    assert services.poller.run_cycle(all_sources=True).events == 0
