@@ -22,8 +22,9 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
 
-from adapters.errors import AdapterError, UnusableInput
+from adapters.errors import UnusableInput
 from adapters.feed import FeedParserPool
 from adapters.http import FetchError, Gone, HttpClient, TransientFetchError
 from daemon import policy as rules
@@ -32,7 +33,7 @@ from daemon.ingest import identify
 from daemon.recorder import Pending, record
 from storage.blobs import Blob
 from storage.db import IMMEDIATE
-from storage.errors import ConcurrencyError, StoreError
+from storage.errors import ConcurrencyError, StoreError, StoreUnavailable
 from storage.events import ArticleTrackingStopped, to_iso
 from storage.schema import fetch_log, source_config, source_state
 from storage.store import EventStore, NewEvent
@@ -97,7 +98,10 @@ class Poller:
     def run_cycle(self, *, all_sources: bool = False) -> CycleReport:
         """Check every due source (or all), in parallel; record each check."""
         now = self.clock()
-        due = self._claim(now, all_sources)
+        try:
+            due = self._claim(now, all_sources)
+        except OperationalError as exc:
+            raise StoreUnavailable(f"could not claim due sources: {exc.orig}") from exc
         report = CycleReport(checked=len(due))
         if not due:
             return report
@@ -313,5 +317,7 @@ class Ticker:
     def _safe_dispatch(self) -> None:
         try:
             self.dispatch()
-        except (AdapterError, StoreError, OSError) as exc:
-            log.error("poll cycle failed", error=str(exc))
+        except StoreUnavailable as exc:  # busy database: the next tick tries again
+            log.warning("poll cycle skipped", error=str(exc))
+        except Exception as exc:  # the per-job boundary: log it, keep ticking
+            log.exception("poll cycle failed", error=str(exc))
