@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Table, create_engine, event, insert
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+
+from storage.events import from_iso
+from storage.types import UtcDateTime
 
 IMMEDIATE = {"storyline_write": True}
 # Projection writes: rebuildable from the log, and each batch commits with its checkpoint,
@@ -74,3 +81,96 @@ def sqlite_path(engine: Engine) -> str | None:
         return None
     database = engine.url.database
     return database if database and database != ":memory:" else None
+
+
+# -- bulk inserts ---------------------------------------------------------------------
+
+_Plan = tuple[str, tuple[tuple[str, Callable[[Any], Any] | None], ...]]
+_PLANS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], _Plan] = {}
+
+
+def insert_many(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    skip_conflicts_on: tuple[str, ...] = (),
+) -> None:
+    """``INSERT`` every row (all with the same keys) in one executemany; with
+    ``skip_conflicts_on`` (a unique key), rows already stored under it are skipped.
+
+    Timestamp columns take aware datetimes or the canonical ISO-8601 strings that
+    ``to_iso`` makes (what event payloads hold), so a row built from a payload needs no
+    parsing. On SQLite the rows go straight to the driver, each value through its
+    column type's own bind processor (identical stored forms); SQLAlchemy's per-row
+    parameter building costs more than the insert itself there. Elsewhere: a plain
+    SQLAlchemy executemany.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        statement: Any = insert(table)
+        if skip_conflicts_on:
+            statement = postgresql.insert(table).on_conflict_do_nothing(
+                index_elements=list(skip_conflicts_on)
+            )
+        conn.execute(statement, [_parsed_times(table, row) for row in rows])
+        return
+    sql, steps = _plan(conn.dialect, table, tuple(rows[0]), skip_conflicts_on)
+    conn.exec_driver_sql(
+        sql,
+        [
+            tuple(
+                row[name] if process is None or row[name] is None else process(row[name])
+                for name, process in steps
+            )
+            for row in rows
+        ],
+    )
+
+
+def _plan(
+    dialect: Dialect, table: Table, keys: tuple[str, ...], conflict: tuple[str, ...]
+) -> _Plan:
+    cache_key = (dialect.name, table.name, keys, conflict)
+    found = _PLANS.get(cache_key)
+    if found is None:
+        columns = [table.c[key] for key in keys]
+        quote = dialect.identifier_preparer.quote
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})"
+        )
+        if conflict:
+            sql += f" ON CONFLICT ({', '.join(quote(k) for k in conflict)}) DO NOTHING"
+        steps = tuple((c.name, _processor(dialect, c)) for c in columns)
+        found = _PLANS[cache_key] = (sql, steps)
+    return found
+
+
+def _processor(dialect: Dialect, column: Any) -> Callable[[Any], Any] | None:
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None or not isinstance(column.type, UtcDateTime):
+        return process
+    # a batch shares a few instants (its clock reading): format each once
+    formatted = functools.lru_cache(maxsize=64)(process)
+
+    def timestamp(value: Any) -> Any:
+        if isinstance(value, str):
+            return value if _CANONICAL.fullmatch(value) else formatted(from_iso(value))
+        return formatted(value)
+
+    return timestamp
+
+
+_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")  # to_iso's shape
+
+
+def _parsed_times(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    if not any(isinstance(v, str) and isinstance(table.c[k].type, UtcDateTime)
+               for k, v in row.items()):  # fmt: skip
+        return row
+    return {
+        k: from_iso(v) if isinstance(v, str) and isinstance(table.c[k].type, UtcDateTime) else v
+        for k, v in row.items()
+    }

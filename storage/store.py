@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from storage.blobs import Blob
-from storage.db import IMMEDIATE
+from storage.db import IMMEDIATE, insert_many
 from storage.errors import ConcurrencyError, IdempotencyConflict, StoreUnavailable
 from storage.events import DomainEvent, JsonDict, decode, encode
 from storage.schema import APPEND_LOCK_KEY, blobs, events
@@ -94,10 +93,8 @@ class EventStore:
             with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
                 self._serialize(conn)
                 fresh = self._drop_duplicates(conn, rows)
-                if blob_rows:
-                    conn.execute(self._insert_ignore(conn, blobs, "sha256"), blob_rows)
-                if fresh:
-                    conn.execute(insert(events), fresh)
+                insert_many(conn, blobs, blob_rows, skip_conflicts_on=("sha256",))
+                insert_many(conn, events, fresh)
                 last = conn.execute(select(func.max(events.c.position))).scalar()
         except IntegrityError as exc:
             raise ConcurrencyError(f"stream version already taken: {exc.orig}") from exc
@@ -182,11 +179,6 @@ class EventStore:
                 fresh.append(row)
                 seen.add(key)
         return fresh
-
-    @staticmethod
-    def _insert_ignore(conn: Connection, table: Any, key: str) -> Any:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
 
     @staticmethod
     def _stored(row: Any) -> StoredEvent:
