@@ -8,16 +8,20 @@ counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
 import stat
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -34,6 +38,8 @@ log = structlog.get_logger(__name__)
 INBOX_SOURCE = "inbox"
 ADAPTER = "textfile/1"
 _TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload", "~")
+_POOL_MIN_FILES = 32  # fewer files load faster in the daemon than through a round trip
+_STARTUP_TIMEOUT = 30.0
 
 
 def is_ignored(name: str) -> bool:
@@ -45,10 +51,13 @@ def is_ignored(name: str) -> bool:
 class Loaded:
     path: Path
     name: str
-    data: bytes
-    sha256: str
+    blob: Blob  # the raw bytes, compressed (outside the append transaction)
     mtime_ns: int
     item: Identified
+
+    @property
+    def sha256(self) -> str:
+        return self.blob.sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,13 @@ class BatchReport:
     def files(self) -> int:
         return self.new + self.revised + self.unchanged + self.rejected
 
+    def add(self, other: BatchReport) -> None:
+        self.new += other.new
+        self.revised += other.revised
+        self.unchanged += other.unchanged
+        self.rejected += other.rejected
+        self.positions.extend(other.positions)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileSettings:
@@ -94,12 +110,55 @@ class FileIngestor:
         self.clock = clock
         self._made_dirs: set[Path] = set()
 
-    def ingest(self, paths: Sequence[Path]) -> BatchReport:
-        """Ingest ``paths`` (files in the inbox) as one batch; returns what happened."""
-        inputs = [self._load(p) for p in dict.fromkeys(paths)]
+    def ingest(
+        self,
+        paths: Sequence[Path],
+        *,
+        batch_size: int | None = None,
+        loader: LoaderPool | None = None,
+        stop: Callable[[], bool] | None = None,
+        each: Callable[[list[Path], BatchReport], None] | None = None,
+    ) -> BatchReport:
+        """Ingest ``paths`` (files in the inbox); returns what happened.
+
+        With ``batch_size``, in batches of that many files, each committed and then
+        moved on its own, then passed to ``each``; ``stop`` is checked between batches
+        (the batch in flight always finishes). With ``loader``, files are read and
+        parsed in its worker processes, the next batch while this one is recorded.
+        """
+        unique = list(dict.fromkeys(paths))
+        size = batch_size or max(1, len(unique))
+        batches = [unique[i : i + size] for i in range(0, len(unique), size)]
+        total = BatchReport()
+        pending = self._start_loading(loader, batches[0]) if batches else None
+        try:
+            for k, batch in enumerate(batches):
+                assert pending is not None
+                inputs, pending = pending(), None
+                if k + 1 < len(batches) and not (stop and stop()):
+                    pending = self._start_loading(loader, batches[k + 1])
+                report = self._record(inputs)
+                total.add(report)
+                if each is not None:
+                    each(batch, report)
+                if stop and stop():
+                    break
+        finally:
+            if pending is not None:  # an error or a stop: drain the worker answers
+                pending()
+        return total
+
+    def _start_loading(
+        self, loader: LoaderPool | None, paths: list[Path]
+    ) -> Callable[[], list[Loaded | Refused]]:
+        if loader is None or len(paths) < _POOL_MIN_FILES:
+            return lambda: [load_file(self.settings, p) for p in paths]
+        return loader.submit(self.settings, paths)
+
+    def _record(self, inputs: list[Loaded | Refused]) -> BatchReport:
         loaded = [x for x in inputs if isinstance(x, Loaded)]
         refused = [x for x in inputs if isinstance(x, Refused)]
-        blobs = {x.sha256: Blob.of(x.data, x.sha256) for x in loaded}  # compressed outside the txn
+        blobs = {x.sha256: x.blob for x in loaded}
         now = self.clock()
         pending = [
             Pending(x.item, INBOX_SOURCE, {"source_id": INBOX_SOURCE, "adapter": ADAPTER,
@@ -120,96 +179,6 @@ class FileIngestor:
         for refusal in refused:
             self._quarantine(refusal, now)
         return report
-
-    # -- reading -------------------------------------------------------------------
-
-    def _load(self, path: Path) -> Loaded | Refused:
-        name = self._relative(path)
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return Refused(
-                path,
-                name,
-                "vanished",
-                f"{name} was deleted before it was read",
-                None,
-                None,
-                exists=False,
-            )
-        refusal = self._refuse_by_stat(path, name, info)
-        if refusal:
-            return refusal
-        try:
-            data = _read_nofollow(path, info.st_size)
-        except FileNotFoundError:
-            return Refused(
-                path,
-                name,
-                "vanished",
-                f"{name} was deleted before it was read",
-                None,
-                info.st_mtime_ns,
-                exists=False,
-            )
-        except OSError as exc:
-            return Refused(
-                path,
-                name,
-                "unreadable",
-                f"{name} cannot be read: {exc.strerror}",
-                None,
-                info.st_mtime_ns,
-            )
-        return self._parse(path, name, data, info.st_mtime_ns)
-
-    def _refuse_by_stat(self, path: Path, name: str, info: os.stat_result) -> Refused | None:
-        mode, mtime = info.st_mode, info.st_mtime_ns
-        if stat.S_ISLNK(mode):
-            return Refused(
-                path,
-                name,
-                "symlink",
-                f"{name} is a symbolic link; links are not followed",
-                None,
-                mtime,
-            )
-        if stat.S_ISDIR(mode):
-            return Refused(
-                path,
-                name,
-                "directory",
-                f"{name} is a directory; the inbox is not recursive",
-                None,
-                mtime,
-            )
-        if not stat.S_ISREG(mode):
-            return Refused(path, name, "not-a-file", f"{name} is not a regular file", None, mtime)
-        limit = self.settings.max_file_bytes
-        if info.st_size > limit:
-            return Refused(
-                path,
-                name,
-                "too-large",
-                f"{name} is {info.st_size} bytes, over the inbox.max_file_bytes limit of {limit}",
-                None,
-                mtime,
-            )
-        return None
-
-    def _parse(self, path: Path, name: str, data: bytes, mtime_ns: int) -> Loaded | Refused:
-        digest = hashlib.sha256(data).hexdigest()
-        try:
-            observation = parse_text_file(data, name=name)
-        except UnusableInput as exc:
-            return Refused(path, name, exc.reason, str(exc), digest, mtime_ns)
-        return Loaded(path, name, data, digest, mtime_ns, identify(observation, relative_path=name))
-
-    def _relative(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.settings.inbox).as_posix()
-        except ValueError:
-            return path.name
 
     # -- deciding ------------------------------------------------------------------
 
@@ -285,6 +254,105 @@ class FileIngestor:
         return directory
 
 
+# -- reading (in the daemon, or in a LoaderPool worker) ------------------------------------
+
+
+def load_file(settings: FileSettings, path: Path) -> Loaded | Refused:
+    """Read, hash, parse, identify and compress one file; no side effects."""
+    name = _relative(settings, path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return Refused(
+            path,
+            name,
+            "vanished",
+            f"{name} was deleted before it was read",
+            None,
+            None,
+            exists=False,
+        )
+    refusal = _refuse_by_stat(settings, path, name, info)
+    if refusal:
+        return refusal
+    try:
+        data = _read_nofollow(path, info.st_size)
+    except FileNotFoundError:
+        return Refused(
+            path,
+            name,
+            "vanished",
+            f"{name} was deleted before it was read",
+            None,
+            info.st_mtime_ns,
+            exists=False,
+        )
+    except OSError as exc:
+        return Refused(
+            path,
+            name,
+            "unreadable",
+            f"{name} cannot be read: {exc.strerror}",
+            None,
+            info.st_mtime_ns,
+        )
+    return _parse(path, name, data, info.st_mtime_ns)
+
+
+def _refuse_by_stat(
+    settings: FileSettings, path: Path, name: str, info: os.stat_result
+) -> Refused | None:
+    mode, mtime = info.st_mode, info.st_mtime_ns
+    if stat.S_ISLNK(mode):
+        return Refused(
+            path,
+            name,
+            "symlink",
+            f"{name} is a symbolic link; links are not followed",
+            None,
+            mtime,
+        )
+    if stat.S_ISDIR(mode):
+        return Refused(
+            path,
+            name,
+            "directory",
+            f"{name} is a directory; the inbox is not recursive",
+            None,
+            mtime,
+        )
+    if not stat.S_ISREG(mode):
+        return Refused(path, name, "not-a-file", f"{name} is not a regular file", None, mtime)
+    limit = settings.max_file_bytes
+    if info.st_size > limit:
+        return Refused(
+            path,
+            name,
+            "too-large",
+            f"{name} is {info.st_size} bytes, over the inbox.max_file_bytes limit of {limit}",
+            None,
+            mtime,
+        )
+    return None
+
+
+def _parse(path: Path, name: str, data: bytes, mtime_ns: int) -> Loaded | Refused:
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        observation = parse_text_file(data, name=name)
+    except UnusableInput as exc:
+        return Refused(path, name, exc.reason, str(exc), digest, mtime_ns)
+    item = identify(observation, relative_path=name)
+    return Loaded(path, name, Blob.of(data, digest), mtime_ns, item)
+
+
+def _relative(settings: FileSettings, path: Path) -> str:
+    try:
+        return path.relative_to(settings.inbox).as_posix()
+    except ValueError:
+        return path.name
+
+
 def _read_nofollow(path: Path, size_hint: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
@@ -329,3 +397,128 @@ def _free_name(target: Path) -> Path:
         if not os.path.lexists(candidate):
             return candidate
     raise OSError(errno.EEXIST, f"no free name for {target}")
+
+
+# -- loading in worker processes ---------------------------------------------------------
+
+
+class LoaderPool:
+    """Long-lived worker processes running :func:`load_file` (read, hash, parse,
+    identify, compress: the CPU-bound part of an ingest) so that it runs beside the
+    daemon's database work. Owned by the daemon, used from its main thread only.
+
+    A job is split evenly over the workers; its answer is read when the caller asks
+    for it, so the caller can record one batch while the next one loads. A worker
+    that dies or fails is replaced and its share is loaded in the daemon instead.
+    Workers exit when their pipe closes, so a killed daemon leaves none behind.
+    """
+
+    def __init__(self, workers: int, *, context: str = "forkserver") -> None:
+        self._ctx = multiprocessing.get_context(context)  # never "fork": the daemon has threads
+        if context == "forkserver":
+            self._ctx.set_forkserver_preload(["daemon.files"])  # only before it first starts
+        self._workers = [_LoadWorker(self._ctx) for _ in range(max(1, workers))]
+        for worker in self._workers:
+            worker.wait_ready()
+
+    def submit(
+        self, settings: FileSettings, paths: Sequence[Path]
+    ) -> Callable[[], list[Loaded | Refused]]:
+        """Start loading ``paths``; the returned function waits for the results (in order)."""
+        share = -(-len(paths) // max(1, len(self._workers)))
+        sent: list[tuple[_LoadWorker | None, list[Path]]] = []
+        for i, worker in enumerate(self._workers):
+            piece = list(paths[i * share : (i + 1) * share])
+            if piece:
+                sent.append((worker if worker.send((settings, piece)) else None, piece))
+        rest = list(paths[len(self._workers) * share :])  # only when there are no workers
+        if rest:
+            sent.append((None, rest))
+
+        def result() -> list[Loaded | Refused]:
+            loaded: list[Loaded | Refused] = []
+            for worker, piece in sent:
+                answer = worker.receive() if worker is not None else None
+                if answer is None:
+                    if worker is not None:
+                        self._replace(worker)
+                    answer = [load_file(settings, p) for p in piece]
+                loaded.extend(answer)
+            return loaded
+
+        return result
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+
+    def _replace(self, worker: _LoadWorker) -> None:
+        """A worker died or failed: start another (or go on with one worker fewer)."""
+        self._workers.remove(worker)
+        worker.kill()
+        try:
+            fresh = _LoadWorker(self._ctx)
+            fresh.wait_ready()
+        except Exception as exc:  # loading in the daemon is slower, never wrong
+            log.warning("cannot start a file loader worker", error=str(exc))
+            return
+        self._workers.append(fresh)
+
+
+class _LoadWorker:
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_loader_main, args=(child,), name="storyline-loader", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def wait_ready(self) -> None:
+        if not self.conn.poll(_STARTUP_TIMEOUT):
+            self.kill()
+            raise OSError(f"file loader worker did not start in {_STARTUP_TIMEOUT:g} s")
+        self.conn.recv()
+
+    def send(self, job: tuple[FileSettings, list[Path]]) -> bool:
+        try:
+            self.conn.send(job)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def receive(self) -> list[Loaded | Refused] | None:
+        """The answer, or None if the worker died or failed."""
+        try:
+            answer = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        return answer if isinstance(answer, list) else None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+        self.process.join(2.0)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+        self.process.close()
+
+
+def _loader_main(conn: Any) -> None:
+    """Loop of one worker: a job is (settings, paths); None means stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when workers stop
+    conn.send(("ready",))
+    with contextlib.suppress(EOFError, OSError):  # the daemon went away: nothing left to do
+        while (job := conn.recv()) is not None:
+            settings, paths = job
+            try:
+                answer: Any = [load_file(settings, p) for p in paths]
+            except Exception as exc:  # per-job boundary: the daemon loads this share itself
+                answer = ("error", f"{type(exc).__name__}: {exc}")
+            conn.send(answer)

@@ -25,7 +25,7 @@ from adapters.feed import FeedParserPool
 from adapters.http import HttpClient, HttpSettings
 from daemon import faults
 from daemon.config import Settings, load
-from daemon.files import BatchReport, FileIngestor, FileSettings
+from daemon.files import BatchReport, FileIngestor, FileSettings, LoaderPool
 from daemon.lock import InstanceLock
 from daemon.notify import Notifier, WatchdogGate
 from daemon.policy import Policy
@@ -41,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 _STATUS_EVERY = 5.0
 _HANDLED_TTL = 600.0
+_PIPELINE = 4  # batches handed to the ingestor at once: it loads one while recording another
+_LOADERS = 2  # file loader processes (reading and parsing beside the database work)
 
 
 def utc_now() -> datetime:
@@ -141,6 +143,7 @@ class Daemon:
         self._next_status = 0.0
         self._next_checkpoint = time.monotonic() + settings.storage.wal_checkpoint_seconds
         self._last_error: str | None = None
+        self._loader: LoaderPool | None = None
         self.totals = BatchReport()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -157,6 +160,8 @@ class Daemon:
                 self.watcher.stop()
                 if self._ticker is not None:
                     self._ticker.stop()
+                if self._loader is not None:
+                    self._loader.close()
         finally:
             self.notifier.stopping(f"stopping; {self._summary()}")
             self.services.close()
@@ -199,6 +204,7 @@ class Daemon:
         )
         self.services.projector.catch_up()
         self.services.registry.reconcile(self.settings.sources, utc_now())
+        self._loader = self._start_loader()
         self._rescan()
         if self.settings.scheduler.enabled:
             self._ticker = Ticker(self._poll, self.settings.scheduler.tick_seconds)
@@ -216,7 +222,7 @@ class Daemon:
             # wake at least as often as the watchdog wants a ping
             ping = self.notifier.watchdog_interval or 0.5
             timeout = max(0.0, min(0.5, ping, self._next_rescan - now))
-            paths = self.watcher.wait_for_hints(timeout, batch_size)
+            paths = self.watcher.wait_for_hints(timeout, batch_size * _PIPELINE)
             if paths:
                 self._ingest(paths)
             if time.monotonic() >= self._next_rescan:
@@ -232,41 +238,61 @@ class Daemon:
 
     def _rescan(self) -> None:
         ready = self.watcher.scan()
-        for start in range(0, len(ready), self.settings.inbox.batch_size):
+        step = self.settings.inbox.batch_size * _PIPELINE
+        for start in range(0, len(ready), step):
             if self._stop.is_set():
                 break
-            self._ingest(ready[start : start + self.settings.inbox.batch_size])
+            self._ingest(ready[start : start + step])
         interval = self.settings.inbox.rescan_seconds
         if self.watcher.unstable:
             interval = min(interval, self.settings.inbox.stable_seconds + 0.1)
         self._next_rescan = time.monotonic() + interval
 
     def _ingest(self, paths: list[Path]) -> None:
+        """Ingest in batches of ``inbox.batch_size``, each committed, moved and projected
+        before the next; a stop request lets only the batch in flight finish."""
         now = time.monotonic()
         fresh = [p for p in paths if p not in self._handled or os.path.lexists(p)]
         if not fresh:
             return
         started = time.perf_counter()
-        try:
-            report = self.services.ingestor.ingest(fresh)
+
+        def done(batch: list[Path], report: BatchReport) -> None:
+            nonlocal started
             faults.hang_point("hang_after_batch")
             self.services.projector.catch_up()
+            for path in batch:
+                self._handled[path] = now
+            self._add(report)
+            log.info(
+                "batch ingested",
+                files=report.files,
+                new=report.new,
+                revised=report.revised,
+                unchanged=report.unchanged,
+                rejected=report.rejected,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            started = time.perf_counter()
+
+        try:
+            self.services.ingestor.ingest(
+                fresh,
+                batch_size=self.settings.inbox.batch_size,
+                loader=self._loader,
+                stop=self._stop.is_set,
+                each=done,
+            )
         except Exception as exc:  # the one per-job boundary: log, record, keep running
             self._last_error = f"{type(exc).__name__}: {exc}"
             log.exception("batch failed; files stay in the inbox for the next scan")
-            return
-        for path in fresh:
-            self._handled[path] = now
-        self._add(report)
-        log.info(
-            "batch ingested",
-            files=report.files,
-            new=report.new,
-            revised=report.revised,
-            unchanged=report.unchanged,
-            rejected=report.rejected,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+
+    def _start_loader(self) -> LoaderPool | None:
+        try:
+            return LoaderPool(min(_LOADERS, os.cpu_count() or 1))
+        except Exception as exc:  # slower without it, never wrong
+            log.warning("file loader processes unavailable; loading in the daemon", error=str(exc))
+            return None
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
