@@ -374,18 +374,29 @@ def _move_out(source: Path, target: Path) -> None:
     reported at once. A crash between the two leaves the file in both places: the next
     attempt finds the same inode already there and only unlinks.
     """
-    if os.path.lexists(target) and os.path.samefile(source, target):
-        os.unlink(source)
-        return
-    target = _free_name(target)
     try:
-        os.link(source, target, follow_symlinks=False)
+        os.link(source, target, follow_symlinks=False)  # the usual case: two syscalls in all
+    except FileExistsError:
+        if os.path.samefile(source, target):
+            os.unlink(source)
+            return
+        _link_free(source, target)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
             raise
-        os.rename(source, target)  # another filesystem, or no hard links: a plain move
+        os.rename(source, _free_name(target))  # another filesystem, or no hard links
         return
     os.unlink(source)
+
+
+def _link_free(source: Path, target: Path) -> None:
+    """Hard-link ``source`` under the first free ``stem.N.suffix`` name beside ``target``."""
+    while True:
+        try:
+            os.link(source, _free_name(target), follow_symlinks=False)
+            return
+        except FileExistsError:
+            continue  # taken in between: look again
 
 
 def _free_name(target: Path) -> Path:
