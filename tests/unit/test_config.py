@@ -58,3 +58,40 @@ def test_environment_overrides_database_url_and_log_format(tmp_path: Path) -> No
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_sources_tables_are_read_and_checked() -> None:
+    raw = {
+        "sources": [
+            {
+                "kind": "feed",
+                "url": "https://x.org/rss",
+                "name": "X",
+                "min_interval": 600,
+                "follow_links": True,
+            }
+        ]
+    }
+    (entry,) = config.from_mapping(raw, base_dir=Path("/srv")).sources
+    assert (entry.kind, entry.url, entry.min_interval, entry.follow_links) == (
+        "feed",
+        "https://x.org/rss",
+        600.0,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ({"url": "https://x.org"}, "sources[0].kind"),
+        ({"kind": "feed"}, "sources[0].url"),
+        ({"kind": "podcast", "url": "https://x.org"}, "sources[0].kind"),
+        ({"kind": "feed", "url": "https://x.org", "every": 5}, "sources[0].every"),
+        ({"kind": "feed", "url": "https://x.org", "min_interval": -1}, "sources[0].min_interval"),
+    ],
+)
+def test_bad_sources_name_the_entry_and_key(source: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping({"sources": [source]}, base_dir=Path("/srv"))
+    assert caught.value.key == key
