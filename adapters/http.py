@@ -79,6 +79,7 @@ class HttpSettings:
     allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the SSRF guard (LAN sources)
     per_host_concurrency: int = 2
     per_host_min_delay: float = 1.0  # seconds between two request starts to one host
+    max_connections: int = 100  # open (and kept-alive) connections, all hosts together
     user_agent: str = field(default_factory=_default_user_agent)
 
 
@@ -173,7 +174,10 @@ class HttpClient:
         self._clock = clock
         self._gate = _HostGate(settings, sleep, clock)
         self._allowed = tuple(ipaddress.ip_network(n) for n in settings.allowed_networks)
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+        )
         self._client = httpx.Client(
             transport=transport, follow_redirects=False, limits=limits, trust_env=False
         )
@@ -268,7 +272,11 @@ class HttpClient:
         retry_after = parse_retry_after(headers.get("retry-after"), datetime.now(UTC))
         status = response.status_code
         self._raise_for_status(status, url, retry_after)
-        body = b"" if status == 304 else self._read_body(response, url, started)
+        if status == 304:
+            response.read()  # drain the (empty) body so the connection is reused
+            body = b""
+        else:
+            body = self._read_body(response, url, started)
         return FetchResult(
             url=str(url),
             status=status,

@@ -14,21 +14,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from adapters.errors import UnusableInput
 from adapters.feed import FeedParserPool
 from adapters.http import FetchError, Gone, HttpClient, TransientFetchError
 from daemon import policy as rules
-from daemon.handlers import HANDLERS, Tools
+from daemon.handlers import HANDLERS, Found, Tools
 from daemon.ingest import identify
 from daemon.recorder import Pending, record
 from storage.blobs import Blob
@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 _RETIRED = timedelta(days=3650)
 _ACTIVE = ("active", "backing-off")
+_WRITE_BATCH = 2000  # observations per append: one commit for many sources
 
 
 @dataclass(slots=True)
@@ -64,6 +65,9 @@ class Check:
     body_sha256: str | None = None
     interval: float | None = None
     cursor: dict[str, Any] | None = None
+    found: Found | None = None
+    blob: Blob | None = None
+    pending: list[Pending] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -96,7 +100,12 @@ class Poller:
         self.owner = f"{os.uname().nodename}:{os.getpid()}"
 
     def run_cycle(self, *, all_sources: bool = False) -> CycleReport:
-        """Check every due source (or all), in parallel; record each check."""
+        """Check every due source (or all) and record each check.
+
+        Worker threads fetch and extract (no database); this thread is the one writer:
+        it appends what they found in batches, then records every check of the cycle
+        in one transaction.
+        """
         now = self.clock()
         try:
             due = self._claim(now, all_sources)
@@ -105,18 +114,35 @@ class Poller:
         report = CycleReport(checked=len(due))
         if not due:
             return report
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(due))) as pool:
-            checks = list(pool.map(self._check, due))
+        checks = self._check_all(due)
         report.network_down = len(checks) > 1 and all(c.network_error for c in checks)
         if report.network_down:
-            log.error("every source failed to connect: our network looks down; "
-                      "not counted against the sources", sources=len(checks))  # fmt: skip
+            log.error(
+                "every source failed to connect: our network looks down; "
+                "not counted against the sources",
+                sources=len(checks),
+            )
+        self._record(checks, self.clock(), report.network_down)
         for check in checks:
-            self._record(check, self.clock(), report.network_down)
             report.outcomes[check.outcome] += 1
             report.events += check.new + check.revised
         log.info("poll cycle", checked=report.checked, **dict(report.outcomes))
         return report
+
+    def _check_all(self, due: list[dict[str, Any]]) -> list[Check]:
+        checks: list[Check] = []
+        batch: list[Check] = []
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(due))) as pool:
+            for future in as_completed([pool.submit(self._check, s) for s in due]):
+                check = future.result()
+                checks.append(check)
+                if check.pending:
+                    batch.append(check)
+                if sum(len(c.pending) for c in batch) >= _WRITE_BATCH:
+                    self._store(batch)
+                    batch = []
+        self._store(batch)
+        return checks
 
     # -- claiming --------------------------------------------------------------------
 
@@ -149,7 +175,7 @@ class Poller:
         check = Check(source=source)
         started = time.monotonic()
         try:
-            self._fetch_and_record(check)
+            self._fetch(check)
         except Gone as exc:
             check.gone, check.status, check.error = True, exc.status, str(exc)
         except TransientFetchError as exc:
@@ -168,30 +194,60 @@ class Poller:
         check.duration = time.monotonic() - started
         return check
 
-    def _fetch_and_record(self, check: Check) -> None:
+    def _fetch(self, check: Check) -> None:
+        """Fetch and extract, and prepare what to record (CPU work off the writer)."""
         source = check.source
-        handler = HANDLERS[source["kind"]]
-        found = handler(self.tools, check, self._policy(source))
+        found = HANDLERS[source["kind"]](self.tools, check, self._policy(source))
         if found is None:
             return
-        now = self.clock()
         sid = source["source_id"]
-        blob = Blob.of(found.raw)
-        meta = {"source_id": sid, "adapter": found.adapter, "raw_sha256": blob.sha256}
-        pending = [
-            Pending(identify(o), sid, {**meta, "guid": o.guid} if o.guid else meta,
-                    source["last_check_at"])
+        check.found, check.blob = found, Blob.of(found.raw)
+        meta = {"source_id": sid, "adapter": found.adapter, "raw_sha256": check.blob.sha256}
+        check.pending = [
+            Pending(
+                identify(o),
+                sid,
+                {**meta, "guid": o.guid} if o.guid else meta,
+                source["last_check_at"],
+            )
             for o in found.observations
-        ]  # fmt: skip
-        result, _ = record(self.store, pending, now, blobs=[blob])
-        check.new, check.revised = result.count("new"), result.count("revised")
-        if (source.get("settings") or {}).get("follow_links") and self.follow is not None:
-            links = [o.url for o, outcome in zip(found.observations, result.outcomes, strict=True)
-                     if outcome == "new" and o.url]  # fmt: skip
-            if links:
-                self.follow(sid, links, now)
-        check.outcome = "new" if check.new else "revised" if check.revised else "unchanged"
-        check.cursor = found.cursor
+        ]
+        check.outcome = "unchanged"
+
+    def _store(self, batch: list[Check]) -> None:
+        """Append the versions of several checks in one transaction (all or none)."""
+        if not batch:
+            return
+        now = self.clock()
+        pending = [p for c in batch for p in c.pending]
+        try:
+            result, _ = record(self.store, pending, now, blobs=[c.blob for c in batch if c.blob])
+        except StoreError as exc:
+            for check in batch:
+                check.outcome, check.error = "failed", str(exc)
+            return
+        start = 0
+        for check in batch:
+            outcomes = result.outcomes[start : start + len(check.pending)]
+            start += len(check.pending)
+            check.new, check.revised = outcomes.count("new"), outcomes.count("revised")
+            check.outcome = "new" if check.new else "revised" if check.revised else "unchanged"
+            assert check.found is not None
+            check.cursor = check.found.cursor
+            self._follow(check, outcomes, now)
+
+    def _follow(self, check: Check, outcomes: list[str], now: datetime) -> None:
+        source = check.source
+        if not (source.get("settings") or {}).get("follow_links") or self.follow is None:
+            return
+        assert check.found is not None
+        links = [
+            o.url
+            for o, outcome in zip(check.found.observations, outcomes, strict=True)
+            if outcome == "new" and o.url
+        ]
+        if links:
+            self.follow(source["source_id"], links, now)
 
     def _policy(self, source: dict[str, Any]) -> rules.Policy:
         settings = source.get("settings") or {}
@@ -202,29 +258,54 @@ class Poller:
 
     # -- recording -------------------------------------------------------------------
 
-    def _record(self, check: Check, now: datetime, network_down: bool) -> None:
-        source = check.source
-        state = self._next_state(check, now, network_down)
-        with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
-            conn.execute(insert(fetch_log).values(
-                source_id=source["source_id"], url=source["url"], checked_at=now,
-                http_status=check.status, bytes=check.size,
-                duration_ms=int(check.duration * 1000), outcome=check.outcome,
-                new=check.new, revised=check.revised, error=check.error,
-            ))  # fmt: skip
-            conn.execute(
-                update(source_state)
-                .where(and_(source_state.c.source_id == source["source_id"]))
-                .values(
-                    lease_owner=None,
-                    lease_until=None,
-                    last_check_at=now,
-                    last_status=check.status,
-                    **state,
-                )
+    def _record(self, checks: list[Check], now: datetime, network_down: bool) -> None:
+        """Every check of the cycle: its fetch_log row and the source's next state, in
+        one transaction, with each statement built once."""
+        states = [(c, self._next_state(c, now, network_down)) for c in checks]
+        logs = [self._log_row(c, now) for c in checks]
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for check, state in states:
+            values = {
+                "lease_owner": None,
+                "lease_until": None,
+                "last_check_at": now,
+                "last_status": check.status,
+                **state,
+            }
+            groups.setdefault(tuple(sorted(values)), []).append(
+                {
+                    "b_source_id": check.source["source_id"],
+                    **{f"b_{k}": v for k, v in values.items()},
+                }
             )
-        if state.get("status") == "tracking-stopped":
-            self._stop_tracking(check, now)  # fmt: skip
+        with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
+            conn.execute(insert(fetch_log), logs)
+            for keys, rows in groups.items():
+                statement = (
+                    update(source_state)
+                    .where(source_state.c.source_id == bindparam("b_source_id"))
+                    .values({k: bindparam(f"b_{k}") for k in keys})
+                )
+                conn.execute(statement, rows)
+        for check, state in states:
+            if state.get("status") == "tracking-stopped":
+                self._stop_tracking(check, now)
+
+    @staticmethod
+    def _log_row(check: Check, now: datetime) -> dict[str, Any]:
+        source = check.source
+        return {
+            "source_id": source["source_id"],
+            "url": source["url"],
+            "checked_at": now,
+            "http_status": check.status,
+            "bytes": check.size,
+            "duration_ms": int(check.duration * 1000),
+            "outcome": check.outcome,
+            "new": check.new,
+            "revised": check.revised,
+            "error": check.error,
+        }
 
     def _next_state(self, check: Check, now: datetime, network_down: bool) -> dict[str, Any]:
         source = check.source
@@ -236,9 +317,10 @@ class Poller:
         delay = rules.backoff(self.policy, max(failures, 1), check.retry_after)
         return {
             "status": "backing-off" if failures else source["status"],
-            "consecutive_failures": failures, "last_error": check.error,
+            "consecutive_failures": failures,
+            "last_error": check.error,
             "next_check_at": now + timedelta(seconds=delay),
-        }  # fmt: skip
+        }
 
     def _success_state(self, check: Check, now: datetime) -> dict[str, Any]:
         source, policy = check.source, self._policy(check.source)
@@ -251,13 +333,17 @@ class Poller:
         stopped = source["kind"] != "feed" and rules.tracking_stopped(policy, last_change, now)
         return {
             "status": "tracking-stopped" if stopped else "active",
-            "consecutive_failures": 0, "last_error": None, "last_success_at": now,
-            "last_change_at": last_change, "interval_seconds": interval,
+            "consecutive_failures": 0,
+            "last_error": None,
+            "last_success_at": now,
+            "last_change_at": last_change,
+            "interval_seconds": interval,
             "next_check_at": now + timedelta(seconds=interval),
-            "etag": check.etag, "last_modified": check.last_modified,
+            "etag": check.etag,
+            "last_modified": check.last_modified,
             "body_sha256": check.body_sha256 or source["body_sha256"],
             "cursor": check.cursor if check.cursor is not None else source["cursor"],
-        }  # fmt: skip
+        }
 
     def _stop_tracking(self, check: Check, now: datetime) -> None:
         cursor = check.cursor or check.source["cursor"] or {}
@@ -265,8 +351,9 @@ class Poller:
             return
         sid = check.source["source_id"]
         log.info("tracking stopped: no change for the quiet period", source_id=sid)
-        event = ArticleTrackingStopped(article_id=cursor["article_id"], source_id=sid,
-                                       observed_at=now)  # fmt: skip
+        event = ArticleTrackingStopped(
+            article_id=cursor["article_id"], source_id=sid, observed_at=now
+        )
         append_article_event(self.store, event, f"tracking-stopped|{sid}|{to_iso(now)}")
 
 
@@ -277,10 +364,17 @@ def append_article_event(store: EventStore, event: Any, key: str) -> None:
         if not stream:
             return
         try:
-            store.append([NewEvent(stream_id=event.article_id,
-                                   stream_version=stream[-1].stream_version + 1,
-                                   idempotency_key=key, event=event,
-                                   metadata={"source_id": event.source_id})])  # fmt: skip
+            store.append(
+                [
+                    NewEvent(
+                        stream_id=event.article_id,
+                        stream_version=stream[-1].stream_version + 1,
+                        idempotency_key=key,
+                        event=event,
+                        metadata={"source_id": event.source_id},
+                    )
+                ]
+            )
             return
         except ConcurrencyError:
             continue
@@ -304,8 +398,13 @@ class Ticker:
             },
             timezone="UTC",
         )
-        scheduler.add_job(self._safe_dispatch, "interval", seconds=self.tick_seconds,
-                          id="dispatch", next_run_time=datetime.now().astimezone())  # fmt: skip
+        scheduler.add_job(
+            self._safe_dispatch,
+            "interval",
+            seconds=self.tick_seconds,
+            id="dispatch",
+            next_run_time=datetime.now().astimezone(),
+        )
         scheduler.start()
         self._scheduler = scheduler
 
