@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 import structlog
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from adapters.feed import FeedParserPool
 from adapters.http import HttpClient, HttpSettings
@@ -27,14 +27,16 @@ from daemon import faults
 from daemon.config import Settings, load
 from daemon.files import BatchReport, FileIngestor, FileSettings, LoaderPool
 from daemon.lock import InstanceLock
+from daemon.metrics import MetricsServer
 from daemon.notify import Notifier, WatchdogGate
 from daemon.policy import Policy
 from daemon.schedule import Poller, Ticker
 from daemon.sources import Registry
+from daemon.status import summary_line
 from daemon.watch import InboxWatcher
 from storage.db import make_engine, sqlite_path
 from storage.projections.runner import ProjectionRunner
-from storage.schema import articles, create_schema
+from storage.schema import create_schema
 from storage.store import EventStore
 
 log = structlog.get_logger(__name__)
@@ -153,10 +155,13 @@ class Daemon:
         try:
             self.services.prepare()
             observer = self.watcher.start()
+            metrics = self._start_metrics()
             try:
                 self._startup(observer)
                 self._loop()
             finally:
+                if metrics is not None:
+                    metrics.stop()
                 self.watcher.stop()
                 if self._ticker is not None:
                     self._ticker.stop()
@@ -169,6 +174,14 @@ class Daemon:
                 lock.release()
         log.info("stopped", **self._totals())
         return 0
+
+    def _start_metrics(self) -> MetricsServer | None:
+        listen = self.settings.metrics.listen
+        if not listen:
+            return None
+        server = MetricsServer(self.services, listen)
+        log.info("serving metrics", listen=listen, port=server.port)
+        return server
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -309,7 +322,13 @@ class Daemon:
         if database is None:
             return
         with self.services.engine.connect() as conn:
-            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            # A TRUNCATE checkpoint waits for readers while holding the write lock; with
+            # no busy timeout it gives up at once instead of stalling every writer.
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            try:
+                busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            finally:
+                conn.exec_driver_sql("PRAGMA busy_timeout=5000")
             conn.rollback()
         wal = Path(database + "-wal")
         size = wal.stat().st_size if wal.exists() else 0
@@ -361,10 +380,6 @@ class Daemon:
 
     def _summary(self) -> str:
         try:
-            with self.services.engine.connect() as conn:
-                count = conn.execute(select(func.count()).select_from(articles)).scalar_one()
-            backlog, _ = self.watcher.backlog()
+            return summary_line(self.services, self._last_error)
         except Exception as exc:  # status must never take the daemon down
             return f"status unavailable: {exc}"
-        text = f"{count} articles; inbox backlog {backlog}"
-        return text + (f"; last error: {self._last_error}" if self._last_error else "")
