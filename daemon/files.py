@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
 import signal
 import stat
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +33,7 @@ from daemon.ingest import Identified, identify
 from daemon.recorder import Pending, record
 from storage.blobs import Blob
 from storage.events import InputRejected, to_iso
-from storage.store import EventStore, NewEvent
+from storage.store import EventStore, NewEvent, StoredEvent
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +80,8 @@ class BatchReport:
     unchanged: int = 0
     rejected: int = 0
     positions: list[int] = field(default_factory=list)
+    # this batch's events as appended, for the projection runner (not summed by add)
+    events: list[StoredEvent] = field(default_factory=list, repr=False)
 
     @property
     def files(self) -> int:
@@ -130,22 +134,34 @@ class FileIngestor:
         size = batch_size or max(1, len(unique))
         batches = [unique[i : i + size] for i in range(0, len(unique), size)]
         total = BatchReport()
-        pending = self._start_loading(loader, batches[0]) if batches else None
+        loading: deque[Callable[[], list[Loaded | Refused]]] = deque()
+        queued = 0
+
+        def load_ahead() -> None:  # keep two batches loading, unless stopping
+            nonlocal queued
+            while queued < len(batches) and len(loading) < 2:
+                if queued and stop and stop():
+                    return
+                loading.append(self._start_loading(loader, batches[queued]))
+                queued += 1
+
+        load_ahead()
         try:
-            for k, batch in enumerate(batches):
-                assert pending is not None
-                inputs, pending = pending(), None
-                if k + 1 < len(batches) and not (stop and stop()):
-                    pending = self._start_loading(loader, batches[k + 1])
-                report = self._record(inputs)
+            for batch in batches:
+                if not loading:
+                    break  # a stop request arrived before this batch was loaded
+                inputs = loading.popleft()()
+                report, moved = self._record(inputs, loader)  # committed; moves queued
+                load_ahead()  # behind the moves, so they are done first
+                moved()  # every file of the batch archived before it is reported
                 total.add(report)
                 if each is not None:
                     each(batch, report)
                 if stop and stop():
                     break
         finally:
-            if pending is not None:  # an error or a stop: drain the worker answers
-                pending()
+            while loading:  # an error or a stop: drain the worker answers
+                loading.popleft()()
         return total
 
     def _start_loading(
@@ -155,7 +171,11 @@ class FileIngestor:
             return lambda: [load_file(self.settings, p) for p in paths]
         return loader.submit(self.settings, paths)
 
-    def _record(self, inputs: list[Loaded | Refused]) -> BatchReport:
+    def _record(
+        self, inputs: list[Loaded | Refused], loader: LoaderPool | None = None
+    ) -> tuple[BatchReport, Callable[[], None]]:
+        """Append the batch's events (committed on return), then start moving its files:
+        in ``loader``'s workers for a large batch; the returned function waits for that."""
         loaded = [x for x in inputs if isinstance(x, Loaded)]
         refused = [x for x in inputs if isinstance(x, Refused)]
         blobs = {x.sha256: x.blob for x in loaded}
@@ -174,11 +194,21 @@ class FileIngestor:
         )  # fmt: skip
         if appended is not None and appended.last_position is not None:
             report.positions.append(appended.last_position)
-        for item in loaded:
-            self._dispose(item.path, item.name, now)
+            report.events = list(appended.events)
+        moves = [self._disposal(item.path, item.name, now) for item in loaded]
+        if loader is not None and len(moves) >= _POOL_MIN_FILES:
+            moving = loader.submit_moves(moves)
+        else:
+            vanished = dispose_all(moves)
+            moving = lambda: vanished  # noqa: E731
         for refusal in refused:
             self._quarantine(refusal, now)
-        return report
+
+        def moved() -> None:
+            for name in moving():
+                log.warning("file vanished after ingest", file=name)
+
+        return report, moved
 
     # -- deciding ------------------------------------------------------------------
 
@@ -209,16 +239,13 @@ class FileIngestor:
 
     # -- moving --------------------------------------------------------------------
 
-    def _dispose(self, path: Path, name: str, now: datetime) -> None:
+    def _disposal(self, path: Path, name: str, now: datetime) -> Disposal:
         mode = "keep" if self.settings.keep_in_place else self.settings.after_ingest
-        try:
-            if mode == "archive":
-                day = self.settings.archive / now.strftime("%Y/%m/%d")
-                _move_out(path, self._dir(day) / Path(name).name)
-            elif mode == "delete":
-                os.unlink(path)
-        except FileNotFoundError:
-            log.warning("file vanished after ingest", file=name)
+        target = None
+        if mode == "archive":
+            day = self.settings.archive / now.strftime("%Y/%m/%d")
+            target = self._dir(day) / Path(name).name
+        return Disposal(mode, path, target, name)
 
     def _rejected_path(self, refusal: Refused) -> Path:
         if self.settings.keep_in_place:
@@ -252,6 +279,37 @@ class FileIngestor:
             directory.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(directory)
         return directory
+
+
+# -- moving (in the daemon, or in a LoaderPool worker) -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Disposal:
+    """What to do with one committed file: ``archive`` (to ``target``), ``delete`` or
+    ``keep``."""
+
+    mode: str
+    path: Path
+    target: Path | None
+    name: str
+
+
+def dispose_all(moves: Sequence[Disposal]) -> list[str]:
+    """Archive or delete committed files, in order; returns the names of those that had
+    vanished. Safe to repeat: a file already archived is gone from the inbox, and a
+    crash between link and unlink is finished by :func:`_move_out`."""
+    vanished = []
+    for move in moves:
+        try:
+            if move.mode == "archive":
+                assert move.target is not None
+                _move_out(move.path, move.target)
+            elif move.mode == "delete":
+                os.unlink(move.path)
+        except FileNotFoundError:
+            vanished.append(move.name)
+    return vanished
 
 
 # -- reading (in the daemon, or in a LoaderPool worker) ------------------------------------
@@ -415,13 +473,16 @@ def _free_name(target: Path) -> Path:
 
 class LoaderPool:
     """Long-lived worker processes running :func:`load_file` (read, hash, parse,
-    identify, compress: the CPU-bound part of an ingest) so that it runs beside the
-    daemon's database work. Owned by the daemon, used from its main thread only.
+    identify, compress: the CPU-bound part of an ingest) and :func:`dispose_all` (moving
+    committed files to the archive) so that both run beside the daemon's database work.
+    Owned by the daemon, used from its main thread only.
 
     A job is split evenly over the workers; its answer is read when the caller asks
-    for it, so the caller can record one batch while the next one loads. A worker
-    that dies or fails is replaced and its share is loaded in the daemon instead.
-    Workers exit when their pipe closes, so a killed daemon leaves none behind.
+    for it, so the caller can record one batch while the next one loads. Each worker
+    runs its jobs in the order they were sent. A worker that dies or fails is replaced
+    and its share is done in the daemon instead (loading has no side effects and moving
+    is safe to repeat). Workers exit when their pipe closes, so a killed daemon leaves
+    none behind.
     """
 
     def __init__(self, workers: int, *, context: str = "forkserver") -> None:
@@ -436,26 +497,39 @@ class LoaderPool:
         self, settings: FileSettings, paths: Sequence[Path]
     ) -> Callable[[], list[Loaded | Refused]]:
         """Start loading ``paths``; the returned function waits for the results (in order)."""
-        share = -(-len(paths) // max(1, len(self._workers)))
-        sent: list[tuple[_LoadWorker | None, list[Path]]] = []
-        for i, worker in enumerate(self._workers):
-            piece = list(paths[i * share : (i + 1) * share])
-            if piece:
-                sent.append((worker if worker.send((settings, piece)) else None, piece))
-        rest = list(paths[len(self._workers) * share :])  # only when there are no workers
-        if rest:
-            sent.append((None, rest))
+        return self._spread(list(paths), lambda piece: ("load", settings, piece),
+                            lambda piece: [load_file(settings, p) for p in piece])  # fmt: skip
 
-        def result() -> list[Loaded | Refused]:
-            loaded: list[Loaded | Refused] = []
-            for worker, piece in sent:
-                answer = worker.receive() if worker is not None else None
+    def submit_moves(self, moves: Sequence[Disposal]) -> Callable[[], list[str]]:
+        """Start archiving committed files; the returned function waits until every one
+        is done and returns the names of those that had vanished."""
+        return self._spread(list(moves), lambda piece: ("move", piece), dispose_all)
+
+    def _spread(
+        self, items: list[Any], job: Callable[[list[Any]], tuple[Any, ...]],
+        local: Callable[[list[Any]], list[Any]],
+    ) -> Callable[[], list[Any]]:  # fmt: skip
+        share = -(-len(items) // max(1, len(self._workers)))
+        sent: list[tuple[_LoadWorker | None, int, list[Any]]] = []
+        for i, worker in enumerate(self._workers):
+            piece = items[i * share : (i + 1) * share]
+            if piece:
+                ticket = worker.send(job(piece))
+                sent.append((worker if ticket is not None else None, ticket or 0, piece))
+        rest = items[len(self._workers) * share :]  # only when there are no workers
+        if rest:
+            sent.append((None, 0, rest))
+
+        def result() -> list[Any]:
+            done: list[Any] = []
+            for worker, ticket, piece in sent:
+                answer = worker.receive(ticket) if worker is not None else None
                 if answer is None:
                     if worker is not None:
                         self._replace(worker)
-                    answer = [load_file(settings, p) for p in piece]
-                loaded.extend(answer)
-            return loaded
+                    answer = local(piece)
+                done.extend(answer)
+            return done
 
         return result
 
@@ -466,6 +540,8 @@ class LoaderPool:
 
     def _replace(self, worker: _LoadWorker) -> None:
         """A worker died or failed: start another (or go on with one worker fewer)."""
+        if worker not in self._workers:
+            return  # already replaced: a later job of the same worker
         self._workers.remove(worker)
         worker.kill()
         try:
@@ -485,6 +561,10 @@ class _LoadWorker:
         )
         self.process.start()
         child.close()
+        self._tickets = itertools.count(1)
+        self._waiting: deque[int] = deque()  # jobs sent and not yet answered, in order
+        self._answers: dict[int, Any] = {}
+        self._dead = False
 
     def wait_ready(self) -> None:
         if not self.conn.poll(_STARTUP_TIMEOUT):
@@ -492,19 +572,30 @@ class _LoadWorker:
             raise OSError(f"file loader worker did not start in {_STARTUP_TIMEOUT:g} s")
         self.conn.recv()
 
-    def send(self, job: tuple[FileSettings, list[Path]]) -> bool:
+    def send(self, job: tuple[Any, ...]) -> int | None:
+        """Queue a job; returns its ticket, or None if the worker is gone."""
+        if self._dead:
+            return None
         try:
             self.conn.send(job)
         except (OSError, ValueError):
-            return False
-        return True
-
-    def receive(self) -> list[Loaded | Refused] | None:
-        """The answer, or None if the worker died or failed."""
-        try:
-            answer = self.conn.recv()
-        except (EOFError, OSError):
             return None
+        ticket = next(self._tickets)
+        self._waiting.append(ticket)
+        return ticket
+
+    def receive(self, ticket: int) -> list[Any] | None:
+        """The answer to job ``ticket`` (answers come in the order jobs were sent), or
+        None if the worker died or failed."""
+        while ticket not in self._answers and self._waiting:
+            try:
+                answer = self.conn.recv()
+            except (EOFError, OSError, ValueError):
+                self._answers.update(dict.fromkeys(self._waiting))
+                self._waiting.clear()
+                break
+            self._answers[self._waiting.popleft()] = answer
+        answer = self._answers.pop(ticket, None)
         return answer if isinstance(answer, list) else None
 
     def stop(self) -> None:
@@ -514,6 +605,9 @@ class _LoadWorker:
         self.kill()
 
     def kill(self) -> None:
+        if self._dead:
+            return
+        self._dead = True
         if self.process.is_alive():
             self.process.kill()
         self.process.join()
@@ -522,14 +616,18 @@ class _LoadWorker:
 
 
 def _loader_main(conn: Any) -> None:
-    """Loop of one worker: a job is (settings, paths); None means stop."""
+    """Loop of one worker: a job is ("load", settings, paths) or ("move", disposals);
+    None means stop. Jobs are answered in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when workers stop
     conn.send(("ready",))
     with contextlib.suppress(EOFError, OSError):  # the daemon went away: nothing left to do
         while (job := conn.recv()) is not None:
-            settings, paths = job
             try:
-                answer: Any = [load_file(settings, p) for p in paths]
-            except Exception as exc:  # per-job boundary: the daemon loads this share itself
+                if job[0] == "move":
+                    answer: Any = dispose_all(job[1])
+                else:
+                    _, settings, paths = job
+                    answer = [load_file(settings, p) for p in paths]
+            except Exception as exc:  # per-job boundary: the daemon does this share itself
                 answer = ("error", f"{type(exc).__name__}: {exc}")
             conn.send(answer)

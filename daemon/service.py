@@ -273,7 +273,7 @@ class Daemon:
         def done(batch: list[Path], report: BatchReport) -> None:
             nonlocal started
             faults.hang_point("hang_after_batch")
-            self.services.projector.catch_up()
+            self.services.projector.catch_up(report.events)  # no need to read them back
             for path in batch:
                 self._handled[path] = now
             self._add(report)

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
@@ -26,6 +33,15 @@ from daemon.files import is_ignored
 
 log = structlog.get_logger(__name__)
 
+# The only events a hint comes from. With inotify this is also the kernel's mask (no
+# IN_DELETE for our own unlinks, no IN_MODIFY per write, no IN_OPEN), so the events we
+# never use are neither read nor dispatched: the watcher thread competes for the GIL.
+_HINT_EVENTS: list[type[FileSystemEvent]] = [
+    FileClosedEvent,
+    FileMovedEvent,
+    FileCreatedEvent,
+    DirCreatedEvent,
+]
 _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse", "9p", "ceph", "glusterfs")
 
 
@@ -159,7 +175,12 @@ class InboxWatcher:
             if kind == "polling"
             else InotifyObserver(generate_full_events=True)
         )
-        observer.schedule(_Hints(self.inbox, self.hints), str(self.inbox), recursive=False)
+        observer.schedule(
+            _Hints(self.inbox, self.hints),
+            str(self.inbox),
+            recursive=False,
+            event_filter=_HINT_EVENTS,
+        )
         observer.daemon = True
         observer.start()
         return observer

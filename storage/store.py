@@ -63,7 +63,13 @@ class AppendResult:
     appended: int
     duplicates: int
     last_position: int | None
+    # The events just written, in position order, when their positions are known to be
+    # exactly ``last_position - appended + 1 .. last_position`` (SQLite); else empty.
+    # A projection runner can apply these instead of reading them back.
+    events: tuple[StoredEvent, ...] = ()
 
+
+_MAX_POSITION = select(func.max(events.c.position))
 
 # When the same input is observed again, only the time of observation differs.
 _VOLATILE = frozenset({"observed_at", "previous_check_at"})
@@ -94,13 +100,20 @@ class EventStore:
                 self._serialize(conn)
                 fresh = self._drop_duplicates(conn, rows)
                 insert_many(conn, blobs, blob_rows, skip_conflicts_on=("sha256",))
+                sqlite = conn.dialect.name == "sqlite"
+                before = conn.execute(_MAX_POSITION).scalar() if sqlite and fresh else None
                 insert_many(conn, events, fresh)
-                last = conn.execute(select(func.max(events.c.position))).scalar()
+                last = conn.execute(_MAX_POSITION).scalar()
         except IntegrityError as exc:
             raise ConcurrencyError(f"stream version already taken: {exc.orig}") from exc
         except OperationalError as exc:
             raise StoreUnavailable(f"append failed: {exc.orig}") from exc
-        return AppendResult(len(fresh), len(rows) - len(fresh), last if fresh else None)
+        written: tuple[StoredEvent, ...] = ()
+        if sqlite and fresh and last is not None and last - (before or 0) == len(fresh):
+            # SQLite, one executemany under the write lock: rowids follow the rows
+            first = last - len(fresh) + 1
+            written = tuple(self._written(first + i, row) for i, row in enumerate(fresh))
+        return AppendResult(len(fresh), len(rows) - len(fresh), last if fresh else None, written)
 
     def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         query = (select(events).where(events.c.position > after).order_by(events.c.position)).limit(
@@ -179,6 +192,24 @@ class EventStore:
                 fresh.append(row)
                 seen.add(key)
         return fresh
+
+    @staticmethod
+    def _written(position: int, row: dict[str, Any]) -> StoredEvent:
+        """The StoredEvent that reading ``row`` back at ``position`` would give."""
+        occurred = row["occurred_at"]
+        return StoredEvent(
+            position=position,
+            event_id=row["event_id"],
+            stream_id=row["stream_id"],
+            stream_version=row["stream_version"],
+            idempotency_key=row["idempotency_key"],
+            event_type=row["event_type"],
+            schema_version=row["schema_version"],
+            occurred_at=occurred.astimezone(UTC) if occurred is not None else None,
+            recorded_at=row["recorded_at"].astimezone(UTC),
+            payload=row["payload"],
+            metadata=row["metadata"],
+        )
 
     @staticmethod
     def _stored(row: Any) -> StoredEvent:

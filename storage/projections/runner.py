@@ -3,6 +3,7 @@ one transaction, so every event takes effect exactly once, across crashes too.""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine, func, select
@@ -35,19 +36,24 @@ class ProjectionRunner:
         self.projections = {p.name: p for p in (projections or default_projections())}
         self.batch_size = batch_size
 
-    def catch_up(self) -> int:
+    def catch_up(self, known: Sequence[StoredEvent] = ()) -> int:
         """Apply every event not yet applied; returns how many were applied.
 
         One transaction per round for all projections (each with its checkpoint): one
-        commit, one fsync, however many projections there are.
+        commit, one fsync, however many projections there are. ``known`` may hold events
+        just appended (``AppendResult.events``), in position order: a projection whose
+        checkpoint is right before the first of them applies them as they are instead of
+        reading them back; anything else is read from the log as usual.
         """
+        if not _contiguous(known):
+            known = ()
         total = 0
         while True:
             with self._write() as conn:
                 head = _head(conn)
                 applied, behind = 0, False
                 for projection in self.projections.values():
-                    count, reached = self._step(conn, projection, head)
+                    count, reached = self._step(conn, projection, head, known)
                     applied += count
                     behind = behind or reached < head
             total += applied
@@ -79,11 +85,18 @@ class ProjectionRunner:
             head = _head(conn)
             return {name: head - _checkpoint(conn, name) for name in self.projections}
 
-    def _step(self, conn: Connection, projection: Projection, head: int) -> tuple[int, int]:
+    def _step(
+        self, conn: Connection, projection: Projection, head: int, known: Sequence[StoredEvent]
+    ) -> tuple[int, int]:
         start = _checkpoint(conn, projection.name)
         if head <= start:
             return 0, start
-        batch, reached = _read(conn, projection, start, head, self.batch_size)
+        if known and known[0].position == start + 1 and known[-1].position <= head:
+            # exactly the next events: the same batch _read would give, without the read
+            types = projection.event_types
+            batch, reached = [e for e in known if e.event_type in types], known[-1].position
+        else:
+            batch, reached = _read(conn, projection, start, head, self.batch_size)
         if batch:
             projection.apply(conn, batch)
         _save_checkpoint(conn, projection.name, reached)
@@ -128,6 +141,11 @@ def _read(
     batch = [EventStore._stored(row) for row in conn.execute(query)]
     reached = batch[-1].position if len(batch) == limit else head
     return batch, reached
+
+
+def _contiguous(known: Sequence[StoredEvent]) -> bool:
+    """Positions ``p, p+1, ..., p+n-1``: no event of the log left out in between."""
+    return all(b.position == a.position + 1 for a, b in itertools.pairwise(known))
 
 
 def _head(conn: Connection) -> int:
