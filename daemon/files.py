@@ -8,14 +8,10 @@ counted twice.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
-import itertools
 import json
-import multiprocessing
 import os
-import signal
 import stat
 import uuid
 from collections import deque
@@ -23,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,13 +31,15 @@ from storage.blobs import Blob
 from storage.events import InputRejected, to_iso
 from storage.store import EventStore, NewEvent, StoredEvent
 
+if TYPE_CHECKING:
+    from daemon.loader import LoaderPool
+
 log = structlog.get_logger(__name__)
 
 INBOX_SOURCE = "inbox"
 ADAPTER = "textfile/1"
 _TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".swp", ".crdownload", "~")
 _POOL_MIN_FILES = 32  # fewer files load faster in the daemon than through a round trip
-_STARTUP_TIMEOUT = 30.0
 
 
 def is_ignored(name: str) -> bool:
@@ -469,165 +467,3 @@ def _free_name(target: Path) -> Path:
 
 
 # -- loading in worker processes ---------------------------------------------------------
-
-
-class LoaderPool:
-    """Long-lived worker processes running :func:`load_file` (read, hash, parse,
-    identify, compress: the CPU-bound part of an ingest) and :func:`dispose_all` (moving
-    committed files to the archive) so that both run beside the daemon's database work.
-    Owned by the daemon, used from its main thread only.
-
-    A job is split evenly over the workers; its answer is read when the caller asks
-    for it, so the caller can record one batch while the next one loads. Each worker
-    runs its jobs in the order they were sent. A worker that dies or fails is replaced
-    and its share is done in the daemon instead (loading has no side effects and moving
-    is safe to repeat). Workers exit when their pipe closes, so a killed daemon leaves
-    none behind.
-    """
-
-    def __init__(self, workers: int, *, context: str = "forkserver") -> None:
-        self._ctx = multiprocessing.get_context(context)  # never "fork": the daemon has threads
-        if context == "forkserver":
-            self._ctx.set_forkserver_preload(["daemon.files"])  # only before it first starts
-        self._workers = [_LoadWorker(self._ctx) for _ in range(max(1, workers))]
-        for worker in self._workers:
-            worker.wait_ready()
-
-    def submit(
-        self, settings: FileSettings, paths: Sequence[Path]
-    ) -> Callable[[], list[Loaded | Refused]]:
-        """Start loading ``paths``; the returned function waits for the results (in order)."""
-        return self._spread(list(paths), lambda piece: ("load", settings, piece),
-                            lambda piece: [load_file(settings, p) for p in piece])  # fmt: skip
-
-    def submit_moves(self, moves: Sequence[Disposal]) -> Callable[[], list[str]]:
-        """Start archiving committed files; the returned function waits until every one
-        is done and returns the names of those that had vanished."""
-        return self._spread(list(moves), lambda piece: ("move", piece), dispose_all)
-
-    def _spread(
-        self, items: list[Any], job: Callable[[list[Any]], tuple[Any, ...]],
-        local: Callable[[list[Any]], list[Any]],
-    ) -> Callable[[], list[Any]]:  # fmt: skip
-        share = -(-len(items) // max(1, len(self._workers)))
-        sent: list[tuple[_LoadWorker | None, int, list[Any]]] = []
-        for i, worker in enumerate(self._workers):
-            piece = items[i * share : (i + 1) * share]
-            if piece:
-                ticket = worker.send(job(piece))
-                sent.append((worker if ticket is not None else None, ticket or 0, piece))
-        rest = items[len(self._workers) * share :]  # only when there are no workers
-        if rest:
-            sent.append((None, 0, rest))
-
-        def result() -> list[Any]:
-            done: list[Any] = []
-            for worker, ticket, piece in sent:
-                answer = worker.receive(ticket) if worker is not None else None
-                if answer is None:
-                    if worker is not None:
-                        self._replace(worker)
-                    answer = local(piece)
-                done.extend(answer)
-            return done
-
-        return result
-
-    def close(self) -> None:
-        for worker in self._workers:
-            worker.stop()
-        self._workers = []
-
-    def _replace(self, worker: _LoadWorker) -> None:
-        """A worker died or failed: start another (or go on with one worker fewer)."""
-        if worker not in self._workers:
-            return  # already replaced: a later job of the same worker
-        self._workers.remove(worker)
-        worker.kill()
-        try:
-            fresh = _LoadWorker(self._ctx)
-            fresh.wait_ready()
-        except Exception as exc:  # loading in the daemon is slower, never wrong
-            log.warning("cannot start a file loader worker", error=str(exc))
-            return
-        self._workers.append(fresh)
-
-
-class _LoadWorker:
-    def __init__(self, ctx: Any) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_loader_main, args=(child,), name="storyline-loader", daemon=True
-        )
-        self.process.start()
-        child.close()
-        self._tickets = itertools.count(1)
-        self._waiting: deque[int] = deque()  # jobs sent and not yet answered, in order
-        self._answers: dict[int, Any] = {}
-        self._dead = False
-
-    def wait_ready(self) -> None:
-        if not self.conn.poll(_STARTUP_TIMEOUT):
-            self.kill()
-            raise OSError(f"file loader worker did not start in {_STARTUP_TIMEOUT:g} s")
-        self.conn.recv()
-
-    def send(self, job: tuple[Any, ...]) -> int | None:
-        """Queue a job; returns its ticket, or None if the worker is gone."""
-        if self._dead:
-            return None
-        try:
-            self.conn.send(job)
-        except (OSError, ValueError):
-            return None
-        ticket = next(self._tickets)
-        self._waiting.append(ticket)
-        return ticket
-
-    def receive(self, ticket: int) -> list[Any] | None:
-        """The answer to job ``ticket`` (answers come in the order jobs were sent), or
-        None if the worker died or failed."""
-        while ticket not in self._answers and self._waiting:
-            try:
-                answer = self.conn.recv()
-            except (EOFError, OSError, ValueError):
-                self._answers.update(dict.fromkeys(self._waiting))
-                self._waiting.clear()
-                break
-            self._answers[self._waiting.popleft()] = answer
-        answer = self._answers.pop(ticket, None)
-        return answer if isinstance(answer, list) else None
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.conn.send(None)
-        self.process.join(2.0)
-        self.kill()
-
-    def kill(self) -> None:
-        if self._dead:
-            return
-        self._dead = True
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join()
-        self.conn.close()
-        self.process.close()
-
-
-def _loader_main(conn: Any) -> None:
-    """Loop of one worker: a job is ("load", settings, paths) or ("move", disposals);
-    None means stop. Jobs are answered in order."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when workers stop
-    conn.send(("ready",))
-    with contextlib.suppress(EOFError, OSError):  # the daemon went away: nothing left to do
-        while (job := conn.recv()) is not None:
-            try:
-                if job[0] == "move":
-                    answer: Any = dispose_all(job[1])
-                else:
-                    _, settings, paths = job
-                    answer = [load_file(settings, p) for p in paths]
-            except Exception as exc:  # per-job boundary: the daemon does this share itself
-                answer = ("error", f"{type(exc).__name__}: {exc}")
-            conn.send(answer)

@@ -25,7 +25,8 @@ from adapters.feed import FeedParserPool
 from adapters.http import HttpClient, HttpSettings
 from daemon import faults
 from daemon.config import Settings, load
-from daemon.files import BatchReport, FileIngestor, FileSettings, LoaderPool
+from daemon.files import BatchReport, FileIngestor, FileSettings
+from daemon.loader import LoaderPool
 from daemon.lock import InstanceLock
 from daemon.metrics import MetricsServer
 from daemon.notify import Notifier, WatchdogGate
@@ -102,13 +103,9 @@ class Services:
 
 
 def policy_of(settings: Settings) -> Policy:
-    s = settings.scheduler
-    return Policy(
-        min_interval=s.min_interval, max_interval=s.max_interval, backoff_base=s.backoff_base,
-        backoff_cap=s.backoff_cap, page_first_interval=s.page_first_interval,
-        page_growth=s.page_growth, page_max_interval=s.page_max_interval,
-        quiet_days=s.quiet_days,
-    )  # fmt: skip
+    """The polling rules from [scheduler]: the same names in both."""
+    names = {f.name for f in dataclasses.fields(Policy)}
+    return Policy(**{k: v for k, v in dataclasses.asdict(settings.scheduler).items() if k in names})
 
 
 def file_settings(settings: Settings, *, keep_in_place: bool = False) -> FileSettings:

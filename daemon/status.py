@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select
 
 from adapters.normalize import canonical_url
-from daemon.files import is_ignored
+from daemon.watch import backlog
 from storage.db import sqlite_path
 from storage.events import from_iso
 from storage.schema import article_versions, articles, events, fetch_log, rejections
@@ -124,20 +124,7 @@ def article_history(
 
 def _backlog(services: Services) -> tuple[int, float | None]:
     inbox = services.settings.inbox_dir
-    if not inbox.is_dir():
-        return 0, None
-    now, count, oldest = time.time(), 0, None
-    with os.scandir(inbox) as entries:
-        for entry in entries:
-            if is_ignored(entry.name):
-                continue
-            try:
-                mtime = entry.stat(follow_symlinks=False).st_mtime
-            except FileNotFoundError:
-                continue
-            count += 1
-            oldest = mtime if oldest is None else min(oldest, mtime)
-    return count, (now - oldest if oldest is not None else None)
+    return backlog(inbox, time.time()) if inbox.is_dir() else (0, None)
 
 
 def _wal_bytes(services: Services) -> int | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -125,38 +125,14 @@ class InboxWatcher:
 
     def scan(self) -> list[Path]:
         """Every file in the inbox that is ready: stable, not a temp or dot name."""
-        ready, unstable = [], 0
         horizon = self.clock() - self.stable_seconds
-        with os.scandir(self.inbox) as entries:
-            for entry in entries:
-                if is_ignored(entry.name):
-                    continue
-                try:
-                    mtime = entry.stat(follow_symlinks=False).st_mtime
-                except FileNotFoundError:
-                    continue
-                if mtime <= horizon:
-                    ready.append(Path(entry.path))
-                else:
-                    unstable += 1
-        self.unstable = unstable
-        ready.sort()
+        found = list(inbox_entries(self.inbox))
+        ready = sorted(path for path, mtime in found if mtime <= horizon)
+        self.unstable = len(found) - len(ready)
         return ready
 
     def backlog(self) -> tuple[int, float | None]:
-        """Files waiting in the inbox and the age in seconds of the oldest."""
-        count, oldest = 0, None
-        with os.scandir(self.inbox) as entries:
-            for entry in entries:
-                if is_ignored(entry.name):
-                    continue
-                try:
-                    mtime = entry.stat(follow_symlinks=False).st_mtime
-                except FileNotFoundError:
-                    continue
-                count += 1
-                oldest = mtime if oldest is None else min(oldest, mtime)
-        return count, (self.clock() - oldest if oldest is not None else None)
+        return backlog(self.inbox, self.clock())
 
     def _choose_kind(self) -> str:
         if self.mode != "auto":
@@ -184,6 +160,24 @@ class InboxWatcher:
         observer.daemon = True
         observer.start()
         return observer
+
+
+def inbox_entries(inbox: Path) -> Iterator[tuple[Path, float]]:
+    """(path, mtime) of every entry waiting in the inbox, temp and dot names left out."""
+    with os.scandir(inbox) as entries:
+        for entry in entries:
+            if is_ignored(entry.name):
+                continue
+            try:
+                yield Path(entry.path), entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue
+
+
+def backlog(inbox: Path, now: float) -> tuple[int, float | None]:
+    """Files waiting in the inbox, and the age in seconds of the oldest."""
+    mtimes = [mtime for _, mtime in inbox_entries(inbox)]
+    return len(mtimes), (now - min(mtimes) if mtimes else None)
 
 
 def filesystem_type(path: Path) -> str | None:
