@@ -56,7 +56,7 @@ class Registry:
         event = SourceAdded(source_id=sid, kind=entry.kind, url=canonical_url(entry.url),
                             name=entry.name, settings=_settings(entry), origin=origin)  # fmt: skip
         self._append(sid, event)
-        self.ensure_state(now)
+        self.ensure_state(now, only=sid)
         return sid
 
     def follow_links(self, feed_id: str, urls: list[str], now: datetime) -> None:
@@ -105,15 +105,17 @@ class Registry:
                 self._append(row["source_id"], SourceRemoved(source_id=row["source_id"]))
         self.ensure_state(now)
 
-    def ensure_state(self, now: datetime) -> None:
-        """Every configured source has a state row; a new one is due at once."""
+    def ensure_state(self, now: datetime, only: str | None = None) -> None:
+        """Every configured source (or just ``only``) has a state row; a new one is due
+        at once."""
         self.projector.catch_up()
+        configured = select(source_config.c.source_id).where(
+            ~source_config.c.source_id.in_(select(source_state.c.source_id))
+        )
+        if only is not None:
+            configured = configured.where(source_config.c.source_id == only)
         with self.engine.begin() as conn:
-            known = set(conn.execute(select(source_state.c.source_id)).scalars())
-            missing = [
-                sid for sid in conn.execute(select(source_config.c.source_id)).scalars()
-                if sid not in known
-            ]  # fmt: skip
+            missing = list(conn.execute(configured).scalars())
             if missing:
                 conn.execute(insert(source_state), [
                     {"source_id": sid, "status": "active", "next_check_at": now,
