@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import stat
 import uuid
 from collections import deque
@@ -110,7 +111,7 @@ class FileIngestor:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self._made_dirs: set[Path] = set()
+        self._made_day: Path | None = None
 
     def ingest(
         self,
@@ -242,7 +243,7 @@ class FileIngestor:
         target = None
         if mode == "archive":
             day = self.settings.archive / now.strftime("%Y/%m/%d")
-            target = self._dir(day) / Path(name).name
+            target = self._day_dir(day) / Path(name).name
         return Disposal(mode, path, target, name)
 
     def _rejected_path(self, refusal: Refused) -> Path:
@@ -272,10 +273,16 @@ class FileIngestor:
         except FileNotFoundError:
             log.warning("rejected file vanished before it could be kept", file=refusal.name)
 
-    def _dir(self, directory: Path) -> Path:
-        if directory not in self._made_dirs:
+    def _day_dir(self, directory: Path) -> Path:
+        # made once per day; if an operator removes it, _move_out makes it again
+        if directory != self._made_day:
             directory.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(directory)
+            self._made_day = directory
+        return directory
+
+    @staticmethod
+    def _dir(directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)  # an operator may have removed it
         return directory
 
 
@@ -437,10 +444,16 @@ def _move_out(source: Path, target: Path) -> None:
             os.unlink(source)
             return
         _link_free(source, target)
+    except FileNotFoundError:
+        if not os.path.lexists(source):
+            raise  # the file itself is gone
+        target.parent.mkdir(parents=True, exist_ok=True)  # someone removed the folder
+        _link_free(source, target)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
             raise
-        os.rename(source, _free_name(target))  # another filesystem, or no hard links
+        # another filesystem (copy, fsync, unlink), or a filesystem without hard links
+        shutil.move(source, _free_name(target))
         return
     os.unlink(source)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import queue
 import signal
-from collections import deque
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import structlog
 from daemon.files import Disposal, FileSettings, Loaded, Refused, dispose_all, load_file
 
 log = structlog.get_logger(__name__)
+_GONE = object()  # the worker's pipe closed
 _STARTUP_TIMEOUT = 30.0  # seconds for a new worker to say it is ready
 
 
@@ -116,15 +118,31 @@ class _LoadWorker:
         self.process.start()
         child.close()
         self._tickets = itertools.count(1)
-        self._waiting: deque[int] = deque()  # jobs sent and not yet answered, in order
-        self._answers: dict[int, Any] = {}
+        self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()  # in job order
+        self._next_answer = 1  # the ticket of the next answer to come off the pipe
+        self._early: dict[int, Any] = {}
         self._dead = False
+        self._gone = False  # the worker's end of the pipe closed
+        self._reader: threading.Thread | None = None
 
     def wait_ready(self) -> None:
         if not self.conn.poll(_STARTUP_TIMEOUT):
             self.kill()
             raise OSError(f"file loader worker did not start in {_STARTUP_TIMEOUT:g} s")
         self.conn.recv()
+        # Answers are drained as they come: a worker blocked sending a large answer must
+        # never wait on a daemon blocked sending it the next job (a deadlock otherwise).
+        self._reader = threading.Thread(target=self._read, name="loader-answers", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                answer = self.conn.recv()
+            except (EOFError, OSError, ValueError):
+                self._answers.put(_GONE)
+                return
+            self._answers.put(answer)
 
     def send(self, job: tuple[Any, ...]) -> int | None:
         """Queue a job; returns its ticket, or None if the worker is gone."""
@@ -134,22 +152,20 @@ class _LoadWorker:
             self.conn.send(job)
         except (OSError, ValueError):
             return None
-        ticket = next(self._tickets)
-        self._waiting.append(ticket)
-        return ticket
+        return next(self._tickets)
 
     def receive(self, ticket: int) -> list[Any] | None:
-        """The answer to job ``ticket`` (answers come in the order jobs were sent), or
-        None if the worker died or failed."""
-        while ticket not in self._answers and self._waiting:
-            try:
-                answer = self.conn.recv()
-            except (EOFError, OSError, ValueError):
-                self._answers.update(dict.fromkeys(self._waiting))
-                self._waiting.clear()
+        """The answer to job ``ticket`` (answers come in the order jobs were sent; an
+        answer asked for early is kept until asked for), or None if the worker died or
+        failed."""
+        while ticket not in self._early and not self._gone and self._next_answer <= ticket:
+            answer = self._answers.get()
+            if answer is _GONE:
+                self._gone = True
                 break
-            self._answers[self._waiting.popleft()] = answer
-        answer = self._answers.pop(ticket, None)
+            self._early[self._next_answer] = answer
+            self._next_answer += 1
+        answer = self._early.pop(ticket, None)
         return answer if isinstance(answer, list) else None
 
     def stop(self) -> None:

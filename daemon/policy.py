@@ -57,7 +57,8 @@ def tracking_stopped(policy: Policy, last_change_at: datetime | None, now: datet
 
 
 def backoff(policy: Policy, failures: int, retry_after: float | None) -> float:
-    delay = min(policy.backoff_base * 2 ** max(failures - 1, 0), policy.backoff_cap)
+    doublings = min(max(failures - 1, 0), 40)  # 2**40 is far past any cap; no overflow
+    delay = min(policy.backoff_base * 2**doublings, policy.backoff_cap)
     return max(delay, min(retry_after or 0.0, _HINT_CEILING))
 
 

@@ -72,7 +72,7 @@ class AppendResult:
 _MAX_POSITION = select(func.max(events.c.position))
 
 # When the same input is observed again, only the time of observation differs.
-_VOLATILE = frozenset({"observed_at", "previous_check_at"})
+_VOLATILE = frozenset({"observed_at", "previous_check_at", "kept_at"})
 
 
 def _same_payload(stored: JsonDict, offered: JsonDict) -> bool:

@@ -25,3 +25,10 @@ def test_fingerprint_ignores_quote_dash_and_space_variants_only() -> None:
     base = fingerprint("T", None, 'He said "yes" - twice.')
     assert fingerprint("T", None, "He  said \u201cyes\u201d \u2013 twice .") == base
     assert fingerprint("T", None, 'He said "no" - twice.') != base
+
+
+def test_backoff_of_a_source_failing_for_years_stays_at_the_cap() -> None:
+    from daemon.policy import Policy, backoff
+
+    assert backoff(Policy(), 5000, None) == Policy().backoff_cap
+    assert backoff(Policy(), 1, None) == Policy().backoff_base
