@@ -331,6 +331,10 @@ class HttpClient:
                     f"body exceeds {cap} bytes after decompression at {url}", url=str(url)
                 )
             parts.append(data)
+        try:
+            decoder.finish()
+        except BodyDecodeError as exc:  # the connection was cut: try again later
+            raise TransientFetchError(f"{exc} at {url}", url=str(url)) from exc
         return b"".join(parts)
 
     # -- URL and address validation ------------------------------------------------------

@@ -80,6 +80,12 @@ class CappedDecoder:
                 return data + b"\0"  # one byte past limit: the caller refuses it
         return data
 
+    def finish(self) -> None:
+        """Refuse a compressed body that ended before its compressed stream did."""
+        for step in self._chain:
+            if step is not None and not step.eof:
+                raise BodyDecodeError("compressed body ended early (truncated)")
+
 
 def _deflate_for(first: bytes) -> Any:
     """HTTP "deflate" should be zlib-wrapped; some servers send raw deflate."""

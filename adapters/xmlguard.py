@@ -47,6 +47,10 @@ def check_prolog(body: bytes, headers: Mapping[str, str] | None = None) -> None:
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     for encoding in _candidate_encodings(head, lowered):
         text = _decode(head, encoding)
+        if len(body) > _HEAD_BYTES and not _FIRST_ELEMENT.search(text):
+            raise UnusableInput(
+                "xml-entities", "no element within the first 64 KiB: the prolog is refused"
+            )
         _refuse_dangerous(_before_first_element(text))  # what feedparser calls the head
         doctype = _doctype(text)  # what expat reads, comments and literals understood
         if doctype == "":

@@ -202,7 +202,28 @@ def from_mapping(
             if section == name and value:
                 values[key] = value
         sections[name] = _section(cls, name, values)
-    return Settings(base_dir=base_dir, sources=_sources(raw.get("sources", [])), **sections)
+    settings = Settings(base_dir=base_dir, sources=_sources(raw.get("sources", [])), **sections)
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(settings: Settings) -> None:
+    """Settings that are each valid but wrong together."""
+    inbox = settings.inbox_dir.resolve()
+    for key in ("archive", "rejected"):
+        folder = settings.path(getattr(settings.inbox, key)).resolve()
+        if folder == inbox or inbox in folder.parents:
+            raise ConfigError(f"inbox.{key}", f"{folder} is inside the inbox {inbox}")
+    s = settings.scheduler
+    for low, high in (
+        ("min_interval", "max_interval"),
+        ("backoff_base", "backoff_cap"),
+        ("page_first_interval", "page_max_interval"),
+    ):
+        if getattr(s, low) > getattr(s, high):
+            raise ConfigError(f"scheduler.{low}", f"is larger than scheduler.{high}")
+    if s.parser_processes < 0:
+        raise ConfigError("scheduler.parser_processes", "must be 0 (one per CPU) or more")
 
 
 def _sources(raw: Any) -> tuple[SourceEntry, ...]:
@@ -216,8 +237,9 @@ def _sources(raw: Any) -> tuple[SourceEntry, ...]:
             if required not in values:
                 raise ConfigError(f"{key}.{required}", "is required")
         if values["kind"] not in SOURCE_KINDS:
-            raise ConfigError(f"{key}.kind", f"must be one of {', '.join(SOURCE_KINDS)}, "
-                              f"got {values['kind']!r}")  # fmt: skip
+            raise ConfigError(
+                f"{key}.kind", f"must be one of {', '.join(SOURCE_KINDS)}, got {values['kind']!r}"
+            )
         entries.append(_section(SourceEntry, key, values))
     return tuple(entries)
 

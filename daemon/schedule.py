@@ -65,6 +65,7 @@ class Check:
     body_sha256: str | None = None
     interval: float | None = None
     cursor: dict[str, Any] | None = None
+    skipped: bool = False
     found: Found | None = None
     blob: Blob | None = None
     pending: list[Pending] = field(default_factory=list)
@@ -97,6 +98,7 @@ class Poller:
         self.lease = timedelta(seconds=lease_seconds)
         self.tools = Tools(http=http, parser=parser, clock=clock)
         self.follow = follow  # feeds with follow_links: new entries' pages become sources
+        self.stopping = threading.Event()  # set on shutdown: checks not started are skipped
         self.owner = f"{os.uname().nodename}:{os.getpid()}"
 
     def run_cycle(self, *, all_sources: bool = False) -> CycleReport:
@@ -115,7 +117,8 @@ class Poller:
         if not due:
             return report
         checks = self._check_all(due)
-        report.network_down = len(checks) > 1 and all(c.network_error for c in checks)
+        ran = [c for c in checks if not c.skipped]
+        report.network_down = len(ran) > 1 and all(c.network_error for c in ran)
         if report.network_down:
             log.error(
                 "every source failed to connect: our network looks down; "
@@ -123,7 +126,7 @@ class Poller:
                 sources=len(checks),
             )
         self._record(checks, self.clock(), report.network_down)
-        for check in checks:
+        for check in ran:
             report.outcomes[check.outcome] += 1
             report.events += check.new + check.revised
         log.info("poll cycle", checked=report.checked, **dict(report.outcomes))
@@ -173,6 +176,9 @@ class Poller:
 
     def _check(self, source: dict[str, Any]) -> Check:
         check = Check(source=source)
+        if self.stopping.is_set():
+            check.skipped = True  # the daemon is stopping: not started, lease released
+            return check
         started = time.monotonic()
         try:
             self._fetch(check)
@@ -261,6 +267,8 @@ class Poller:
     def _record(self, checks: list[Check], now: datetime, network_down: bool) -> None:
         """Every check of the cycle: its fetch_log row and the source's next state, in
         one transaction, with each statement built once."""
+        skipped = [c.source["source_id"] for c in checks if c.skipped]
+        checks = [c for c in checks if not c.skipped]
         states = [(c, self._next_state(c, now, network_down)) for c in checks]
         logs = [self._log_row(c, now) for c in checks]
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -279,7 +287,14 @@ class Poller:
                 }
             )
         with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
-            conn.execute(insert(fetch_log), logs)
+            if skipped:
+                conn.execute(
+                    update(source_state)
+                    .where(source_state.c.source_id.in_(skipped))
+                    .values(lease_owner=None, lease_until=None)
+                )
+            if logs:
+                conn.execute(insert(fetch_log), logs)
             for keys, rows in groups.items():
                 statement = (
                     update(source_state)
@@ -383,8 +398,14 @@ def append_article_event(store: EventStore, event: Any, key: str) -> None:
 class Ticker:
     """APScheduler as an in-process ticker that calls ``dispatch`` every few seconds."""
 
-    def __init__(self, dispatch: Callable[[], object], tick_seconds: float) -> None:
+    def __init__(
+        self,
+        dispatch: Callable[[], object],
+        tick_seconds: float,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.dispatch = dispatch
+        self.stopping = stopping
         self.tick_seconds = tick_seconds
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
@@ -409,6 +430,10 @@ class Ticker:
         self._scheduler = scheduler
 
     def stop(self) -> None:
+        """Stop ticking; a cycle in flight finishes the checks already started (each
+        bounded by the HTTP deadline) and skips the rest."""
+        if self.stopping is not None:
+            self.stopping.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None

@@ -43,6 +43,7 @@ from storage.store import EventStore
 log = structlog.get_logger(__name__)
 
 _STATUS_EVERY = 5.0
+_START_EXTENSION = 60.0  # seconds more to start, asked for per batch of the first scan
 _HANDLED_TTL = 600.0
 _PIPELINE = 4  # batches handed to the ingestor at once: it loads one while recording another
 _LOADERS = 2  # file loader processes (reading and parsing beside the database work)
@@ -86,13 +87,20 @@ class Services:
         if self._poller is None:
             s = self.settings
             http = HttpClient(HttpSettings(**dataclasses.asdict(s.http)))
-            parser = FeedParserPool(s.scheduler.parser_processes or None,
-                                    timeout=s.scheduler.parse_timeout)  # fmt: skip
+            parser = FeedParserPool(
+                s.scheduler.parser_processes or None, timeout=s.scheduler.parse_timeout
+            )
             self._poller = Poller(
-                self.engine, self.store, http, parser, policy=policy_of(s), clock=self._clock,
-                workers=s.scheduler.workers, lease_seconds=s.scheduler.lease_seconds,
+                self.engine,
+                self.store,
+                http,
+                parser,
+                policy=policy_of(s),
+                clock=self._clock,
+                workers=s.scheduler.workers,
+                lease_seconds=s.scheduler.lease_seconds,
                 follow=self.registry.follow_links,
-            )  # fmt: skip
+            )
         return self._poller
 
     def close(self) -> None:
@@ -121,9 +129,12 @@ def file_settings(settings: Settings, *, keep_in_place: bool = False) -> FileSet
 
 class Daemon:
     def __init__(
-        self, settings: Settings, *, notifier: Notifier | None = None,
+        self,
+        settings: Settings,
+        *,
+        notifier: Notifier | None = None,
         config_path: Path | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
         self._ticker: Ticker | None = None
@@ -136,6 +147,8 @@ class Daemon:
             stable_seconds=settings.inbox.stable_seconds,
         )
         self._stop = threading.Event()
+        self._gate = WatchdogGate.for_notifier(self.notifier)
+        self._ready = False
         self._reload = threading.Event()
         self._handled: dict[Path, float] = {}
         self._next_rescan = 0.0
@@ -217,15 +230,20 @@ class Daemon:
         self._loader = self._start_loader()
         self._rescan()
         if self.settings.scheduler.enabled:
-            self._ticker = Ticker(self._poll, self.settings.scheduler.tick_seconds)
+            self._ticker = Ticker(
+                self._poll,
+                self.settings.scheduler.tick_seconds,
+                stopping=self.services.poller.stopping,
+            )
             self._ticker.start()
+        self._ready = True
         self.notifier.ready(self._summary())
         log.info("ready", **self._totals())
 
     # -- the loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
-        gate = WatchdogGate.for_notifier(self.notifier)
+        gate = self._gate
         batch_size = self.settings.inbox.batch_size
         while not self._stop.is_set():
             now = time.monotonic()
@@ -245,6 +263,14 @@ class Daemon:
             self._housekeeping()
             gate.beat()
             gate.maybe_ping(time.monotonic())
+
+    def _progress(self) -> None:
+        """A batch was committed: feed the watchdog, and before READY (a large backlog
+        at start) ask systemd for more time to start."""
+        self._gate.beat()
+        self._gate.maybe_ping(time.monotonic())
+        if not self._ready:
+            self.notifier.extend_timeout(_START_EXTENSION)
 
     def _rescan(self) -> None:
         ready = self.watcher.scan()
@@ -270,6 +296,7 @@ class Daemon:
         def done(batch: list[Path], report: BatchReport) -> None:
             nonlocal started
             faults.hang_point("hang_after_batch")
+            self._progress()
             self.services.projector.catch_up(report.events)  # no need to read them back
             for path in batch:
                 self._handled[path] = now

@@ -18,6 +18,7 @@ from storage.schema import checkpoints, events, reset_projection
 from storage.store import EventStore, StoredEvent, utc_now
 
 Progress = Callable[[int, int], None]
+PROJECTOR_LOCK_KEY = 7_366_101_002
 
 
 def default_projections() -> list[Projection]:
@@ -115,6 +116,10 @@ class _Tx:
 
     def __enter__(self) -> Connection:
         self.conn.begin()
+        if self.conn.dialect.name == "postgresql":
+            # One projector at a time (threads or daemons): both would read the same
+            # checkpoint and apply the same events. SQLite's BEGIN IMMEDIATE does this.
+            self.conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PROJECTOR_LOCK_KEY})")
         return self.conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:

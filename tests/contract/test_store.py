@@ -175,3 +175,29 @@ def test_concurrent_writers_never_interleave_and_positions_follow_commit_order(
         assert [e.stream_version for e in chunk] == list(
             range(chunk[0].stream_version, chunk[0].stream_version + 10)
         )
+
+
+def test_concurrent_projectors_apply_every_event_exactly_once(engine: Engine) -> None:
+    """Two threads catching up at once (the poller's thread and the main loop; or two
+    daemons on PostgreSQL) must not apply an event twice or move a checkpoint back."""
+    from storage.projections.runner import ProjectionRunner
+
+    store = EventStore(engine)
+    store.append([new(f"r{i}", 1, f"k{i}") for i in range(300)])
+    errors: list[BaseException] = []
+
+    def project() -> None:
+        try:
+            ProjectionRunner(engine, batch_size=7).catch_up()
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=project) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rejections")).scalar_one() == 300
+    assert ProjectionRunner(engine).lag() == {"articles": 0, "rejections": 0, "sources": 0}

@@ -95,3 +95,19 @@ def test_bad_sources_name_the_entry_and_key(source: dict[str, object], key: str)
     with pytest.raises(ConfigError) as caught:
         config.from_mapping({"sources": [source]}, base_dir=Path("/srv"))
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"inbox": {"archive": "var/inbox/archive"}}, "inbox.archive"),
+        ({"inbox": {"rejected": "var/inbox"}}, "inbox.rejected"),
+        ({"scheduler": {"min_interval": 90000.0}}, "scheduler.min_interval"),
+        ({"scheduler": {"backoff_base": 100000.0}}, "scheduler.backoff_base"),
+        ({"scheduler": {"parser_processes": -1}}, "scheduler.parser_processes"),
+    ],
+)
+def test_settings_wrong_together_name_the_key(raw: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping(raw, base_dir=Path("/srv"))
+    assert caught.value.key == key
