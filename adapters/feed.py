@@ -245,6 +245,7 @@ class _Worker:
         self.process = ctx.Process(
             target=_worker_main, args=(child, target), name="storyline-feedparser", daemon=True
         )
+        self.dead = False
         self.process.start()
         child.close()
         if not self.conn.poll(_STARTUP_TIMEOUT):
@@ -261,12 +262,17 @@ class _Worker:
             return ()
 
     def stop(self) -> None:
+        if self.dead:
+            return
         with contextlib.suppress(OSError):
             self.conn.send(None)
         self.process.join(2.0)
         self.kill()
 
     def kill(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
         if self.process.is_alive():
             self.process.kill()
         self.process.join()
@@ -306,8 +312,7 @@ class FeedParserPool:
         worker = self._take()
         answer = worker.call(job, self._timeout)
         if not answer:
-            worker.kill()
-            worker = _Worker(self._ctx, self._target)
+            worker.kill()  # restarted when next taken: its slot is never lost
         self._give_back(worker)
         if not answer:
             raise UnusableInput(
@@ -320,9 +325,16 @@ class FeedParserPool:
     def _take(self) -> _Worker:
         while not self._closed.is_set():
             try:
-                return self._idle.get(timeout=0.5)
+                worker = self._idle.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if not worker.dead:
+                return worker
+            try:
+                return _Worker(self._ctx, self._target)
+            except Exception as exc:  # the check fails readably; the slot stays for later
+                self._idle.put(worker)
+                raise AdapterError(f"cannot start a feed parser worker: {exc}") from exc
         raise AdapterError("feed parser pool is closed")
 
     def _give_back(self, worker: _Worker) -> None:
