@@ -320,36 +320,25 @@ def dispose_all(moves: Sequence[Disposal]) -> list[str]:
 # -- reading (in the daemon, or in a LoaderPool worker) ------------------------------------
 
 
+def _vanished(path: Path, name: str, mtime_ns: int | None) -> Refused:
+    message = f"{name} was deleted before it was read"
+    return Refused(path, name, "vanished", message, None, mtime_ns, exists=False)
+
+
 def load_file(settings: FileSettings, path: Path) -> Loaded | Refused:
     """Read, hash, parse, identify and compress one file; no side effects."""
     name = _relative(settings, path)
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return Refused(
-            path,
-            name,
-            "vanished",
-            f"{name} was deleted before it was read",
-            None,
-            None,
-            exists=False,
-        )
+        return _vanished(path, name, None)
     refusal = _refuse_by_stat(settings, path, name, info)
     if refusal:
         return refusal
     try:
         data = _read_nofollow(path, info.st_size)
     except FileNotFoundError:
-        return Refused(
-            path,
-            name,
-            "vanished",
-            f"{name} was deleted before it was read",
-            None,
-            info.st_mtime_ns,
-            exists=False,
-        )
+        return _vanished(path, name, info.st_mtime_ns)
     except OSError as exc:
         return Refused(
             path,
