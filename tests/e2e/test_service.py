@@ -109,12 +109,17 @@ def test_sigkill_mid_ingest_then_restart_ingests_everything_once(storyline: Stor
 
 
 @pytest.mark.parametrize("fault", ["before_commit", "after_commit_before_move"])
-def test_crash_point_then_restart_ingests_each_file_once(storyline: Storyline, fault: str) -> None:
+@pytest.mark.parametrize("count", [20, 200], ids=["in-daemon", "loader-workers"])
+def test_crash_point_then_restart_ingests_each_file_once(
+    storyline: Storyline, fault: str, count: int
+) -> None:
+    """20 files load in the daemon itself; 200 go through the loader worker processes
+    (which also archive committed files), so both paths are crash-tested."""
     site = storyline
     site.init()
     # Old files (row 14: an old mtime is no reason to skip), taken by the first scan as
     # one batch, so the fault fires on a known batch.
-    names = stage_articles(site.inbox, 20, old=True)
+    names = stage_articles(site.inbox, count, old=True)
     crashing = site.start({"STORYLINE_FAULTS": fault}, wait_ready=False)
     assert crashing.wait_exit(30) == -signal.SIGKILL
     assert crashing.logged("ready") == []
