@@ -92,13 +92,15 @@ class Poller:
         workers: int = 8,
         lease_seconds: float = 300.0,
         follow: Callable[[str, list[str], datetime], None] | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.engine, self.store, self.http, self.parser = engine, store, http, parser
         self.policy, self.clock, self.workers = policy, clock, workers
         self.lease = timedelta(seconds=lease_seconds)
         self.tools = Tools(http=http, parser=parser, clock=clock)
         self.follow = follow  # feeds with follow_links: new entries' pages become sources
-        self.stopping = threading.Event()  # set on shutdown: checks not started are skipped
+        # set on shutdown: checks not started are skipped
+        self.stopping = stopping or threading.Event()
         self.owner = f"{os.uname().nodename}:{os.getpid()}"
 
     def run_cycle(self, *, all_sources: bool = False) -> CycleReport:

@@ -66,6 +66,8 @@ class Services:
         self.ingestor = FileIngestor(file_settings(settings), self.store, clock=clock)
         self.registry = Registry(self.engine, self.store, self.projector)
         self._poller: Poller | None = None
+        # owned here, not by the poller, so the ticker can start without making one
+        self.stopping = threading.Event()
         self._clock = clock
 
     def prepare(self) -> None:
@@ -100,6 +102,7 @@ class Services:
                 workers=s.scheduler.workers,
                 lease_seconds=s.scheduler.lease_seconds,
                 follow=self.registry.follow_links,
+                stopping=self.stopping,
             )
         return self._poller
 
@@ -233,7 +236,7 @@ class Daemon:
             self._ticker = Ticker(
                 self._poll,
                 self.settings.scheduler.tick_seconds,
-                stopping=self.services.poller.stopping,
+                stopping=self.services.stopping,
             )
             self._ticker.start()
         self._ready = True
