@@ -256,7 +256,7 @@ class Daemon:
             paths = self.watcher.wait_for_hints(timeout, batch_size * _PIPELINE)
             if paths:
                 self._ingest(paths)
-            if time.monotonic() >= self._next_rescan:
+            if time.monotonic() >= self._next_rescan or self.watcher.rescan_wanted():
                 self._rescan()
             if self._polled.is_set():
                 self._polled.clear()

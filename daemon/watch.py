@@ -6,12 +6,19 @@ filesystems (where the polling observer is used instead).
 Hints come from closed-after-write and moved-in events only, never ``created``: a
 created file may still be half written. A file found by a rescan is taken once its
 mtime is at least ``stable_seconds`` old.
+
+With inotify the watcher registers on watchdog's inotify reader (``InotifyFD``, one
+thread) directly rather than through its observer: the observer's emitter, dispatcher
+and move-pairing queue cost three threads and a linear scan per moved file, all
+competing with the writer for the GIL, for a daemon that needs only the names of files
+closed or moved into the inbox.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,16 +33,21 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.inotify_c import (
+    CallbackId,
+    InotifyConstants,
+    InotifyEvent,
+    InotifyFD,
+    Mask,
+    WatchDescriptor,
+)
 from watchdog.observers.polling import PollingObserver
 
 from daemon.files import is_ignored
 
 log = structlog.get_logger(__name__)
 
-# The only events a hint comes from. With inotify this is also the kernel's mask (no
-# IN_DELETE for our own unlinks, no IN_MODIFY per write, no IN_OPEN), so the events we
-# never use are neither read nor dispatched: the watcher thread competes for the GIL.
+# The only events a hint comes from (the polling observer's filter).
 _HINT_EVENTS: list[type[FileSystemEvent]] = [
     FileClosedEvent,
     FileMovedEvent,
@@ -71,6 +83,49 @@ class _Hints(FileSystemEventHandler):
             self.sink.put(path)
 
 
+_IN = InotifyConstants
+# The kernel's mask: no IN_DELETE for our own unlinks, no IN_MODIFY per write, no
+# IN_OPEN, no IN_MOVED_FROM; the events we never use are never read. Q_OVERFLOW and
+# IGNORED come regardless.
+_INOTIFY_MASK = Mask(
+    _IN.IN_CLOSE_WRITE | _IN.IN_MOVED_TO | _IN.IN_CREATE
+    | _IN.IN_DELETE_SELF | _IN.IN_MOVE_SELF | _IN.IN_ONLYDIR
+)  # fmt: skip
+
+
+class _InotifyHints:
+    """Callback of one inotify watch on the inbox (watchdog's ``WatchCallback``)."""
+
+    def __init__(
+        self, inbox: Path, sink: queue.SimpleQueue[Path], lost: Callable[[str], None]
+    ) -> None:
+        self.inbox = inbox
+        self.sink = sink
+        self.lost = lost  # events were lost or the watch is gone: rescan soon
+
+    def on_event(self, event: InotifyEvent) -> None:
+        mask = event.mask
+        if mask & (_IN.IN_DELETE_SELF | _IN.IN_MOVE_SELF):
+            self.lost("moved")  # the watch would follow the folder: drop it
+            return
+        name = os.fsdecode(event.name)
+        if not name or is_ignored(name):
+            return
+        path = self.inbox / name
+        if mask & (_IN.IN_CLOSE_WRITE | _IN.IN_MOVED_TO):
+            self.sink.put(path)
+        elif mask & _IN.IN_CREATE and (mask & _IN.IN_ISDIR or os.path.islink(path)):
+            # a directory or a symlink never closes: its creation is the hint
+            self.sink.put(path)
+
+    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+        self.lost("gone")  # the kernel dropped it already
+
+    def on_queue_overflow(self) -> None:
+        log.warning("inotify queue overflowed; rescanning the inbox")
+        self.lost("overflow")
+
+
 class InboxWatcher:
     """Hints from the filesystem plus the rescan that makes them unnecessary."""
 
@@ -88,26 +143,48 @@ class InboxWatcher:
         self.clock = clock
         self.hints: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self._observer: BaseObserver | None = None
+        self._inotify: InotifyFD | None = None
+        self._watch: WatchDescriptor | None = None  # the inbox's inotify watch while it holds
+        self._lost = threading.Event()  # hints were lost: the caller should rescan now
         self.unstable = 0  # files seen by the last scan but not yet stable
 
     def start(self) -> str:
         """Start the observer; returns the kind actually used."""
         kind = self._choose_kind()
-        try:
-            self._observer = self._start(kind)
-        except OSError as exc:
-            if kind == "polling":
-                raise
-            log.error("inotify unavailable, falling back to polling", error=str(exc))
-            kind = "polling"
-            self._observer = self._start(kind)
+        if kind == "inotify":
+            try:
+                self._start_inotify()
+                return kind
+            except OSError as exc:
+                self.stop()
+                log.error("inotify unavailable, falling back to polling", error=str(exc))
+                kind = "polling"
+        self._observer = self._start_polling()
         return kind
 
     def stop(self) -> None:
+        if self._inotify is not None:
+            self._inotify.stop()  # closes the descriptor, which ends its thread
+            self._inotify.join(timeout=5)
+            self._inotify = None
+            self._watch = None
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+    def rescan_wanted(self) -> bool:
+        """True once after hints were lost (a queue overflow, the inbox's watch gone);
+        the watch is set up again here if the inbox is back."""
+        if not self._lost.is_set():
+            return False
+        self._lost.clear()
+        if self._inotify is not None and self._watch is None and self.inbox.is_dir():
+            try:
+                self._add_watch()
+            except OSError as exc:
+                log.warning("cannot watch the inbox again", error=str(exc))
+        return True
 
     def wait_for_hints(self, timeout: float, limit: int) -> list[Path]:
         """Block up to ``timeout`` for a first hint, then take what is already queued."""
@@ -143,14 +220,30 @@ class InboxWatcher:
             return "polling"
         return "inotify"
 
-    def _start(self, kind: str) -> BaseObserver:
-        # Full events: a file moved in from an unwatched folder arrives as a move (a
-        # hint), not as a bare "created" (which we must ignore for regular files).
-        observer: BaseObserver = (
-            PollingObserver(timeout=1.0)
-            if kind == "polling"
-            else InotifyObserver(generate_full_events=True)
+    def _start_inotify(self) -> None:
+        self._inotify = InotifyFD()  # our own reader thread, not watchdog's shared one
+        self._inotify.start()
+        self._add_watch()
+
+    def _add_watch(self) -> None:
+        assert self._inotify is not None
+        hints = _InotifyHints(self.inbox, self.hints, self._watch_lost)
+        self._watch = self._inotify.add_callback(
+            os.fsencode(self.inbox), _INOTIFY_MASK, hints, CallbackId(id(self))
         )
+
+    def _watch_lost(self, why: str) -> None:
+        """From the reader thread: ``overflow`` (events lost, the watch holds), ``gone``
+        (the inbox was removed) or ``moved`` (the inbox was renamed away)."""
+        if why != "overflow" and self._watch is not None:
+            log.warning("the inbox's inotify watch is gone; rescanning", why=why)
+            watch, self._watch = self._watch, None
+            if why == "moved" and self._inotify is not None:
+                self._inotify.remove_callbacks([(watch, CallbackId(id(self)))])
+        self._lost.set()
+
+    def _start_polling(self) -> BaseObserver:
+        observer = PollingObserver(timeout=1.0)
         observer.schedule(
             _Hints(self.inbox, self.hints),
             str(self.inbox),
