@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 
@@ -194,7 +194,7 @@ class FileIngestor:
         if appended is not None and appended.last_position is not None:
             report.positions.append(appended.last_position)
             report.events = list(appended.events)
-        moves = [self._disposal(item.path, item.name, now) for item in loaded]
+        moves = self._disposals(loaded, now)
         if loader is not None and len(moves) >= _POOL_MIN_FILES:
             moving = loader.submit_moves(moves)
         else:
@@ -238,13 +238,15 @@ class FileIngestor:
 
     # -- moving --------------------------------------------------------------------
 
-    def _disposal(self, path: Path, name: str, now: datetime) -> Disposal:
+    def _disposals(self, loaded: Sequence[Loaded], now: datetime) -> list[Disposal]:
         mode = "keep" if self.settings.keep_in_place else self.settings.after_ingest
-        target = None
-        if mode == "archive":
-            day = self.settings.archive / now.strftime("%Y/%m/%d")
-            target = self._day_dir(day) / Path(name).name
-        return Disposal(mode, path, target, name)
+        if mode != "archive":
+            return [Disposal(mode, str(x.path), None, x.name) for x in loaded]
+        day = os.fspath(self._day_dir(self.settings.archive / now.strftime("%Y/%m/%d")))
+        return [
+            Disposal(mode, str(x.path), f"{day}/{x.name.rpartition('/')[2]}", x.name)
+            for x in loaded
+        ]
 
     def _rejected_path(self, refusal: Refused) -> Path:
         if self.settings.keep_in_place:
@@ -289,14 +291,13 @@ class FileIngestor:
 # -- moving (in the daemon, or in a LoaderPool worker) -----------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Disposal:
+class Disposal(NamedTuple):
     """What to do with one committed file: ``archive`` (to ``target``), ``delete`` or
-    ``keep``."""
+    ``keep``. Plain strings: thousands of these are pickled to the loader workers."""
 
     mode: str
-    path: Path
-    target: Path | None
+    path: str
+    target: str | None
     name: str
 
 
@@ -418,13 +419,11 @@ def _read_nofollow(path: Path, size_hint: int) -> bytes:
         os.close(fd)
 
 
-def _move_out(source: Path, target: Path) -> None:
-    """Move a file out of the inbox as link + unlink rather than rename.
-
-    A rename out of a watched folder is an IN_MOVED_FROM, which watchdog holds for 0.5 s
-    hoping to pair it, and every later event of the inbox waits behind it; an unlink is
-    reported at once. A crash between the two leaves the file in both places: the next
-    attempt finds the same inode already there and only unlinks.
+def _move_out(source: str | Path, target: str | Path) -> None:
+    """Move a file out of the inbox as link + unlink rather than rename: a rename would
+    silently replace an archived file of the same name, a link refuses to. A crash
+    between the two leaves the file in both places: the next attempt finds the same
+    inode already there and only unlinks.
     """
     try:
         os.link(source, target, follow_symlinks=False)  # the usual case: two syscalls in all
@@ -432,22 +431,22 @@ def _move_out(source: Path, target: Path) -> None:
         if os.path.samefile(source, target):
             os.unlink(source)
             return
-        _link_free(source, target)
+        _link_free(source, Path(target))
     except FileNotFoundError:
         if not os.path.lexists(source):
             raise  # the file itself is gone
-        target.parent.mkdir(parents=True, exist_ok=True)  # someone removed the folder
-        _link_free(source, target)
+        Path(target).parent.mkdir(parents=True, exist_ok=True)  # someone removed the folder
+        _link_free(source, Path(target))
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
             raise
         # another filesystem (copy, fsync, unlink), or a filesystem without hard links
-        shutil.move(source, _free_name(target))
+        shutil.move(source, _free_name(Path(target)))
         return
     os.unlink(source)
 
 
-def _link_free(source: Path, target: Path) -> None:
+def _link_free(source: str | Path, target: Path) -> None:
     """Hard-link ``source`` under the first free ``stem.N.suffix`` name beside ``target``."""
     while True:
         try:

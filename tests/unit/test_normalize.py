@@ -32,3 +32,32 @@ def test_backoff_of_a_source_failing_for_years_stays_at_the_cap() -> None:
 
     assert backoff(Policy(), 5000, None) == Policy().backoff_cap
     assert backoff(Policy(), 1, None) == Policy().backoff_base
+
+
+def _normalize_reference(text: str) -> str:
+    """The rule as first written (one replace per mark); stored fingerprints use it."""
+    import unicodedata
+
+    from adapters.normalize import _FOLD, _PUNCT
+
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).translate(_FOLD)
+    text = " ".join(text.split())
+    for mark in _PUNCT:
+        text = text.replace(" " + mark, mark)
+    return text
+
+
+def test_normalized_text_is_unchanged_by_the_one_pass_rewrite() -> None:
+    """Fingerprints are stored in events: the faster normalization must give exactly the
+    text the original rule gave, or old versions would stop matching new ones."""
+    import random
+
+    from adapters.normalize import normalize_text
+
+    rng = random.Random(7)
+    alphabet = "ab .,;:!?)]([ \t\n\u00a0\u2019\u201c\u2013\u2026\u200b\ufb01\uff0e"
+    cases = ["a , b", "a ) .", " .lead", "x ,, y", "end .", "(a ) ]", "\u00a0, x"]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(5000)]
+    for text in cases:
+        assert normalize_text(text) == _normalize_reference(text), repr(text)

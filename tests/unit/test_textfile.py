@@ -216,6 +216,8 @@ def test_cyrillic_single_byte_text_is_not_read_as_western() -> None:
         (bytes(range(256)) * 4, "binary"),
         (bytes(range(0x80, 0x100)) * 3, "undecodable"),
         (b"\x01\x02\x03\x04\x05\x06\x07\x08" * 20, "undecodable"),
+        ("caf\u00e9 \u201cx\u201d".encode() + b"\x1b\x7f\x0e" * 20, "undecodable"),
+        (codecs.BOM_UTF16_LE + ("\u00e9\x01\x02\x03" * 30).encode("utf-16-le"), "undecodable"),
         (b"Source: somewhere\n\n", "no-title"),
     ],
 )
@@ -224,3 +226,25 @@ def test_unusable_input_raises_with_reason(data: bytes, reason: str) -> None:
         parse_text_file(data, name="inbox/bad.txt")
     assert caught.value.reason == reason
     assert "'inbox/bad.txt'" in str(caught.value)
+
+
+def test_a_few_control_codes_in_a_long_text_are_kept() -> None:
+    body = "\u201cQuoted\u201d caf\u00e9 text with a stray escape \x1b here. " * 10
+    observation = parse_text_file(f"Title\n{body}".encode(), name="a.txt")
+    assert observation.title == "Title"
+    assert "\x1b" in observation.body
+
+
+def test_a_header_block_that_runs_to_the_end_of_the_file_has_no_body_to_title() -> None:
+    with pytest.raises(UnusableInput) as caught:
+        parse_text_file(b"Source: somewhere\nByline: Someone", name="h.txt")
+    assert caught.value.reason == "no-title"
+
+
+def test_a_header_with_an_empty_value_still_counts_and_the_value_is_left_out() -> None:
+    observation = parse_text_file(b"Title: The title\nByline: \n\nBody here.\n", name="h.txt")
+    assert (observation.title, observation.byline, observation.body) == (
+        "The title",
+        None,
+        "Body here.",
+    )
