@@ -21,8 +21,11 @@ Every message names the URL and the offending value.
 
 from __future__ import annotations
 
+import functools
+import heapq
 import importlib.metadata
 import ipaddress
+import math
 import socket
 import threading
 import time
@@ -57,6 +60,9 @@ __all__ = [
 
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo-compatible
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_LANES = 32  # connection-pool lanes (see _Lanes)
+_RESOLVED_TTL = 30.0  # seconds a (host, port) that passed the address guard is trusted
+_RESOLVED_MAX = 10_000
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 
@@ -124,29 +130,59 @@ class Gone(PermanentFetchError):
     pass
 
 
+class _Slot:
+    """One of a host's ``per_host_concurrency`` request slots, held for one hop."""
+
+    __slots__ = ("_gate", "host", "index")
+
+    def __init__(self, gate: _HostGate, host: str, index: int) -> None:
+        self._gate, self.host, self.index = gate, host, index
+
+    def release(self) -> None:
+        self._gate.leave(self)
+
+
 class _HostGate:
-    """Per-host concurrency limit and minimum delay between request starts. Thread-safe."""
+    """Per-host concurrency limit and minimum delay between request starts. Thread-safe.
+
+    A host's slots are numbered, and the lowest free one is handed out, so that
+    ``(host, slot)`` names a lane of the connection pool (see ``_Lanes``)."""
 
     def __init__(
         self, settings: HttpSettings, sleep: Callable[[float], None], clock: Callable[[], float]
     ):
         self._settings, self._sleep, self._clock = settings, sleep, clock
         self._lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._free: dict[str, list[int]] = {}  # a heap of free slot numbers per host
+        self._waiting: dict[str, threading.Condition] = {}
         self._next_start: dict[str, float] = {}
 
-    def enter(self, host: str) -> threading.BoundedSemaphore:
+    def enter(self, host: str) -> _Slot:
         with self._lock:
-            slot = self._slots.setdefault(
-                host, threading.BoundedSemaphore(self._settings.per_host_concurrency)
-            )
-        slot.acquire()
+            free = self._free.get(host)
+            if free is None:
+                free = self._free[host] = list(range(self._settings.per_host_concurrency))
+            while not free:
+                waiting = self._waiting.get(host)
+                if waiting is None:
+                    waiting = self._waiting[host] = threading.Condition(self._lock)
+                waiting.wait()
+            slot = _Slot(self, host, heapq.heappop(free))
+            if self._settings.per_host_min_delay <= 0:
+                return slot
         try:
             self._wait_turn(host)
         except BaseException:
             slot.release()
             raise
         return slot
+
+    def leave(self, slot: _Slot) -> None:
+        with self._lock:
+            heapq.heappush(self._free[slot.host], slot.index)
+            waiting = self._waiting.get(slot.host)
+            if waiting is not None:
+                waiting.notify()
 
     def _wait_turn(self, host: str) -> None:
         with self._lock:  # reserve a start time, then wait for it outside the lock
@@ -155,6 +191,54 @@ class _HostGate:
             self._next_start[host] = start + self._settings.per_host_min_delay
         if start > now:
             self._sleep(start - now)
+
+
+class _Lanes:
+    """The keep-alive pool, split into lanes: one httpx transport (httpcore pool) each.
+
+    One pool shared by every worker thread serialises them on its lock, and each
+    request scans (and polls the socket of) every idle connection in it. So
+    ``max_connections`` is divided among up to ``_LANES`` smaller pools. A request
+    goes to the lane its ``(host, slot)`` used last, so a host's connections stay in
+    as few lanes as it has slots in use (no more connections per host than before),
+    unless that lane is full: then to the least busy lane. The total of open
+    connections stays at most ``max_connections``."""
+
+    def __init__(self, settings: HttpSettings, transport: httpx.BaseTransport | None) -> None:
+        if transport is not None:  # injected (tests): one lane, the caller's transport
+            self.transports: list[httpx.BaseTransport] = [transport]
+            self._capacity = settings.max_connections
+        else:
+            count = max(1, min(_LANES, settings.max_connections))
+            self._capacity = settings.max_connections // count
+            limits = httpx.Limits(
+                max_connections=self._capacity, max_keepalive_connections=self._capacity
+            )
+            self.transports = [
+                httpx.HTTPTransport(limits=limits, trust_env=False) for _ in range(count)
+            ]
+        self._lock = threading.Lock()
+        self._busy = [0] * len(self.transports)
+        self._last: dict[tuple[str, int], int] = {}
+
+    def take(self, slot: _Slot) -> int:
+        key = (slot.host, slot.index)
+        with self._lock:
+            lane = self._last.get(key)
+            if lane is None or self._busy[lane] >= self._capacity:
+                busy = self._busy
+                lane = busy.index(min(busy))
+                self._last[key] = lane
+            self._busy[lane] += 1
+        return lane
+
+    def give_back(self, lane: int) -> None:
+        with self._lock:
+            self._busy[lane] -= 1
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
 
 
 class HttpClient:
@@ -174,16 +258,20 @@ class HttpClient:
         self._clock = clock
         self._gate = _HostGate(settings, sleep, clock)
         self._allowed = tuple(ipaddress.ip_network(n) for n in settings.allowed_networks)
-        limits = httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-        )
-        self._client = httpx.Client(
-            transport=transport, follow_redirects=False, limits=limits, trust_env=False
-        )
+        # httpx's transports, without httpx.Client's per-request machinery (header and
+        # cookie merging, auth and redirect generators): redirects are ours anyway.
+        self._lanes = _Lanes(settings, transport)
+        self._cookies = httpx.Cookies()  # kept between requests, as httpx.Client did
+        self._base_headers = [
+            ("Accept", "*/*"),
+            ("Accept-Encoding", "gzip, deflate"),
+            ("Connection", "keep-alive"),
+            ("User-Agent", settings.user_agent),
+        ]
+        self._resolved: dict[tuple[str, int], float] = {}  # (host, port) -> checked until
 
     def close(self) -> None:
-        self._client.close()
+        self._lanes.close()
 
     def __enter__(self) -> HttpClient:
         return self
@@ -202,7 +290,7 @@ class HttpClient:
             slot = self._gate.enter(current.host)
             try:
                 started = self._clock() if started is None else started
-                with self._send(current, headers, started) as response:
+                with self._send(current, headers, started, slot) as response:
                     target = self._redirect_target(response, current, visited)
                     if target is None:
                         return self._finish(response, current, started, visited[1:])
@@ -213,24 +301,31 @@ class HttpClient:
 
     # -- one hop ---------------------------------------------------------------------
 
-    def _request_headers(self, etag: str | None, last_modified: str | None) -> dict[str, str]:
-        headers = {"User-Agent": self._settings.user_agent, "Accept-Encoding": "gzip, deflate"}
+    def _request_headers(
+        self, etag: str | None, last_modified: str | None
+    ) -> list[tuple[str, str]]:
+        headers = list(self._base_headers)
         if etag:
-            headers["If-None-Match"] = etag
+            headers.append(("If-None-Match", etag))
         if last_modified:
-            headers["If-Modified-Since"] = last_modified
+            headers.append(("If-Modified-Since", last_modified))
         return headers
 
-    def _send(self, url: httpx.URL, headers: dict[str, str], started: float) -> _Exchange:
+    def _send(
+        self, url: httpx.URL, headers: list[tuple[str, str]], started: float, slot: _Slot
+    ) -> _Exchange:
         remaining = self._remaining(url, started)
-        timeout = httpx.Timeout(
-            connect=min(self._settings.timeout_connect, remaining),
-            read=min(self._settings.timeout_read, remaining),
-            write=min(self._settings.timeout_read, remaining),
-            pool=remaining,
-        )
-        request = self._client.build_request("GET", url, headers=headers, timeout=timeout)
-        return _Exchange(self._client, request)
+        read = min(self._settings.timeout_read, remaining)
+        timeout = {
+            "connect": min(self._settings.timeout_connect, remaining),
+            "read": read,
+            "write": read,
+            "pool": remaining,
+        }
+        request = httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
+        if self._cookies:
+            self._cookies.set_cookie_header(request)
+        return _Exchange(self, request, slot)
 
     def _remaining(self, url: httpx.URL, started: float) -> float:
         remaining = self._settings.deadline - (self._clock() - started)
@@ -269,11 +364,15 @@ class HttpClient:
         self, response: httpx.Response, url: httpx.URL, started: float, redirects: list[str]
     ) -> FetchResult:
         headers = {k.lower(): v for k, v in response.headers.items()}
-        retry_after = parse_retry_after(headers.get("retry-after"), datetime.now(UTC))
+        raw_retry_after = headers.get("retry-after")
+        retry_after = (
+            parse_retry_after(raw_retry_after, datetime.now(UTC)) if raw_retry_after else None
+        )
         status = response.status_code
         self._raise_for_status(status, url, retry_after)
         if status == 304:
-            response.read()  # drain the (empty) body so the connection is reused
+            for _ in _raw_chunks(response, url):  # drain the (empty) body so the
+                pass  # connection goes back to the pool and is reused
             body = b""
         else:
             body = self._read_body(response, url, started)
@@ -341,7 +440,7 @@ class HttpClient:
 
     def _validate_url(self, url: str, *, previous: httpx.URL | None) -> httpx.URL:
         try:
-            parsed = httpx.URL(url)
+            parsed = _parse_url(url)
         except (httpx.InvalidURL, TypeError) as exc:
             raise PermanentFetchError(f"invalid URL {url!r}: {exc}", url=url) from exc
         if parsed.scheme not in _ALLOWED_SCHEMES or not parsed.host:
@@ -360,8 +459,13 @@ class HttpClient:
         # The guard resolves the name, then httpx resolves it again to connect: a DNS
         # rebinding server can answer differently the second time. Closing that window
         # needs connecting to the checked IP (Host header + SNI); not done yet.
+        # Every hop is checked; a (host, port) whose every address passed is not
+        # resolved again for _RESOLVED_TTL seconds (a refusal is never remembered).
         host = url.raw_host.decode("ascii")
         port = url.port or (443 if url.scheme == "https" else 80)
+        now = self._clock()
+        if self._resolved.get((host, port), -math.inf) > now:
+            return
         try:
             infos = self._resolver(host, port, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError) as exc:
@@ -377,29 +481,55 @@ class HttpClient:
                     f"refused address {address} (private, loopback or reserved) for {url}",
                     url=str(url),
                 )
+        if len(self._resolved) >= _RESOLVED_MAX:
+            self._resolved = {k: v for k, v in self._resolved.items() if v > now}
+        self._resolved[(host, port)] = now + _RESOLVED_TTL
 
     def _is_allowed(self, address: str) -> bool:
         return in_networks(address, self._allowed)
 
 
 class _Exchange:
-    """Context manager around one streamed request that maps httpx errors to ours."""
+    """Context manager around one streamed request on one lane of the pool; maps httpx
+    errors to ours."""
 
-    def __init__(self, client: httpx.Client, request: httpx.Request) -> None:
-        self._client, self._request = client, request
+    def __init__(self, client: HttpClient, request: httpx.Request, slot: _Slot) -> None:
+        self._client, self._request, self._slot = client, request, slot
         self._response: httpx.Response | None = None
+        self._lane: int | None = None
 
     def __enter__(self) -> httpx.Response:
-        url = self._request.url
+        client, request = self._client, self._request
+        lanes = client._lanes
+        self._lane = lane = lanes.take(self._slot)
         try:
-            self._response = self._client.send(self._request, stream=True)
+            response = lanes.transports[lane].handle_request(request)
         except httpx.HTTPError as exc:
-            raise _translate(exc, url) from exc
-        return self._response
+            self.__exit__()
+            raise _translate(exc, request.url) from exc
+        except BaseException:
+            self.__exit__()
+            raise
+        response.request = request
+        self._response = response
+        if "set-cookie" in response.headers:
+            client._cookies.extract_cookies(response)
+        return response
 
     def __exit__(self, *exc: object) -> None:
-        if self._response is not None:
-            self._response.close()
+        try:
+            if self._response is not None:
+                self._response.close()
+        finally:
+            if self._lane is not None:
+                self._client._lanes.give_back(self._lane)
+                self._lane = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_url(url: str) -> httpx.URL:
+    """httpx.URL is immutable: a source's URL is parsed once, not at every check."""
+    return httpx.URL(url)
 
 
 def _decode(decoder: CappedDecoder, raw: bytes, limit: int, url: httpx.URL) -> bytes:
