@@ -214,8 +214,10 @@ class _Lanes:
             limits = httpx.Limits(
                 max_connections=self._capacity, max_keepalive_connections=self._capacity
             )
+            tls = httpx.create_ssl_context(trust_env=False)  # one CA bundle for every lane
             self.transports = [
-                httpx.HTTPTransport(limits=limits, trust_env=False) for _ in range(count)
+                httpx.HTTPTransport(verify=tls, limits=limits, trust_env=False)
+                for _ in range(count)
             ]
         self._lock = threading.Lock()
         self._busy = [0] * len(self.transports)

@@ -1,0 +1,178 @@
+"""HttpClient's connection-pool lanes, the remembered address check and cookies, against
+a real HTTP server on 127.0.0.1 (nothing else is contacted)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from adapters.http import HttpClient, HttpSettings, PermanentFetchError
+from tests.integration.test_http_client import (
+    FAKE_DNS,
+    LocalServer,
+    LoopbackOnly,
+    fake_resolver,
+    server,  # noqa: F401 -- fixture
+    transport,  # noqa: F401 -- fixture
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _PoolServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.ports.add(self.client_address[1])
+            srv.cookies.append(self.headers.get("Cookie"))
+            srv.in_flight += 1
+            srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        if self.path == "/hold":
+            time.sleep(0.2)
+        with srv.lock:
+            srv.in_flight -= 1
+        self.send_response(200)
+        if self.path == "/set-cookie":
+            self.send_header("Set-Cookie", "session=abc; Path=/")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+class _PoolServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.ports: set[int] = set()  # one client port per connection
+        self.cookies: list[str | None] = []
+        self.in_flight = self.max_in_flight = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def pool_server() -> Iterator[_PoolServer]:
+    srv = _PoolServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def _lanes_client(**overrides: Any) -> HttpClient:
+    """The real lanes (no injected transport); the guard off, since it is loopback."""
+    options: dict[str, Any] = {"allow_private_networks": True, "per_host_min_delay": 0.0}
+    options.update(overrides)
+    return HttpClient(HttpSettings(**options))
+
+
+def test_open_connections_never_exceed_max_connections(pool_server: _PoolServer) -> None:
+    with _lanes_client(per_host_concurrency=8, max_connections=3) as client:
+        threads = [
+            threading.Thread(target=client.fetch, args=(pool_server.base + "/hold",))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert len(pool_server.cookies) == 8  # every request was answered
+    assert pool_server.max_in_flight <= 3
+    assert len(pool_server.ports) <= 3
+
+
+def test_one_host_reuses_its_connection(pool_server: _PoolServer) -> None:
+    with _lanes_client(per_host_concurrency=2) as client:
+        for _ in range(20):
+            assert client.fetch(pool_server.base + "/").body == b"ok"
+    assert len(pool_server.ports) == 1
+
+
+def test_a_host_uses_no_more_connections_than_slots(pool_server: _PoolServer) -> None:
+    with _lanes_client(per_host_concurrency=2, max_connections=64) as client:
+        for _ in range(3):
+            threads = [
+                threading.Thread(target=client.fetch, args=(pool_server.base + "/hold",))
+                for _ in range(6)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+    assert pool_server.max_in_flight <= 2
+    assert len(pool_server.ports) <= 2  # each (host, slot) keeps to its lane
+
+
+def test_cookies_kept_between_requests(pool_server: _PoolServer) -> None:
+    with _lanes_client() as client:
+        client.fetch(pool_server.base + "/")
+        client.fetch(pool_server.base + "/set-cookie")
+        client.fetch(pool_server.base + "/")
+    assert pool_server.cookies == [None, None, "session=abc"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _CountingResolver:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        self.asked.append(host)
+        return fake_resolver(host, port, *args, **kwargs)
+
+
+def _guarded(loopback: LoopbackOnly, resolver: _CountingResolver, clock: _Clock) -> HttpClient:
+    settings = HttpSettings(per_host_min_delay=0.0, allowed_networks=("127.0.0.1/32",))
+    return HttpClient(settings, transport=loopback, resolver=resolver, clock=clock)
+
+
+def test_passed_address_check_remembered_for_a_short_time(
+    server: LocalServer,  # noqa: F811
+    transport: LoopbackOnly,  # noqa: F811
+) -> None:
+    resolver, clock = _CountingResolver(), _Clock()
+    with _guarded(transport, resolver, clock) as client:
+        client.fetch(server.base + "/feed")
+        client.fetch(server.base + "/feed")
+        assert resolver.asked == ["127.0.0.1"]
+        clock.now += 31.0
+        client.fetch(server.base + "/feed")
+        assert resolver.asked == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_refused_address_never_remembered_and_every_hop_checked(
+    server: LocalServer,  # noqa: F811
+    transport: LoopbackOnly,  # noqa: F811
+) -> None:
+    assert FAKE_DNS["evil.test"] == "10.0.0.1"
+    resolver, clock = _CountingResolver(), _Clock()
+    with _guarded(transport, resolver, clock) as client:
+        client.fetch(server.base + "/feed")  # 127.0.0.1 passes and is remembered
+        for _ in range(2):
+            with pytest.raises(PermanentFetchError, match=r"refused address 10\.0\.0\.1"):
+                client.fetch(server.base + "/redirect/evil")  # the hop is still checked
+    assert resolver.asked == ["127.0.0.1", "evil.test", "evil.test"]
+    assert set(transport.hosts) == {"127.0.0.1"}  # evil.test was never connected to
