@@ -121,6 +121,7 @@ class FileIngestor:
         loader: LoaderPool | None = None,
         stop: Callable[[], bool] | None = None,
         each: Callable[[list[Path], BatchReport], None] | None = None,
+        more: Callable[[int], list[Path]] | None = None,
     ) -> BatchReport:
         """Ingest ``paths`` (files in the inbox); returns what happened.
 
@@ -128,28 +129,41 @@ class FileIngestor:
         moved on its own, then passed to ``each``; ``stop`` is checked between batches
         (the batch in flight always finishes). With ``loader``, files are read and
         parsed in its worker processes, the next batch while this one is recorded.
+        ``more(n)``, if given, is asked for up to ``n`` further paths whenever fewer
+        than a batch are left to load, so a stream of arrivals keeps the pipeline full.
         """
-        unique = list(dict.fromkeys(paths))
-        size = batch_size or max(1, len(unique))
-        batches = [unique[i : i + size] for i in range(0, len(unique), size)]
+        pending: deque[Path] = deque(dict.fromkeys(paths))
+        seen = set(pending)
+        size = batch_size or max(1, len(pending))
         total = BatchReport()
-        loading: deque[Callable[[], list[Loaded | Refused]]] = deque()
-        queued = 0
+        loading: deque[tuple[list[Path], Callable[[], list[Loaded | Refused]]]] = deque()
+
+        def next_batch() -> list[Path]:
+            if more is not None and batch_size and len(pending) < size:
+                for path in more(size - len(pending)):
+                    if path not in seen:
+                        seen.add(path)
+                        pending.append(path)
+            return [pending.popleft() for _ in range(min(size, len(pending)))]
+
+        started = 0
 
         def load_ahead() -> None:  # keep two batches loading, unless stopping
-            nonlocal queued
-            while queued < len(batches) and len(loading) < 2:
-                if queued and stop and stop():
+            nonlocal started
+            while len(loading) < 2:
+                if started and stop and stop():
                     return
-                loading.append(self._start_loading(loader, batches[queued]))
-                queued += 1
+                batch = next_batch()
+                if not batch:
+                    return
+                loading.append((batch, self._start_loading(loader, batch)))
+                started += 1
 
         load_ahead()
         try:
-            for batch in batches:
-                if not loading:
-                    break  # a stop request arrived before this batch was loaded
-                inputs = loading.popleft()()
+            while loading:
+                batch, load = loading.popleft()
+                inputs = load()
                 report, moved = self._record(inputs, loader)  # committed; moves queued
                 load_ahead()  # behind the moves, so they are done first
                 moved()  # every file of the batch archived before it is reported
@@ -160,7 +174,7 @@ class FileIngestor:
                     break
         finally:
             while loading:  # an error or a stop: drain the worker answers
-                loading.popleft()()
+                loading.popleft()[1]()
         return total
 
     def _start_loading(

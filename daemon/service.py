@@ -35,6 +35,7 @@ from daemon.schedule import Poller, Ticker
 from daemon.sources import Registry
 from daemon.status import summary_line
 from daemon.watch import InboxWatcher
+from storage.checkpoint import WalCheckpointer
 from storage.db import make_engine, sqlite_path
 from storage.projections.runner import ProjectionRunner
 from storage.schema import create_schema
@@ -46,6 +47,7 @@ _STATUS_EVERY = 5.0
 _START_EXTENSION = 60.0  # seconds more to start, asked for per batch of the first scan
 _HANDLED_TTL = 600.0
 _PIPELINE = 4  # batches handed to the ingestor at once: it loads one while recording another
+_KEEP_PIPELINE_SECONDS = 5.0  # how long hints that keep coming join one ingest call
 _LOADERS = 2  # file loader processes (reading and parsing beside the database work)
 
 
@@ -56,10 +58,18 @@ def utc_now() -> datetime:
 class Services:
     """The long-lived parts, wired once from settings."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        background_checkpoints: bool = False,
+    ) -> None:
         self.settings = settings
         self.engine: Engine = make_engine(
-            settings.database_url, synchronous=settings.storage.synchronous
+            settings.database_url,
+            synchronous=settings.storage.synchronous,
+            autocheckpoint=not background_checkpoints,  # the daemon runs a WalCheckpointer
         )
         self.store = EventStore(self.engine, clock=clock)
         self.projector = ProjectionRunner(self.engine)
@@ -143,7 +153,7 @@ class Daemon:
         self._ticker: Ticker | None = None
         self._polled = threading.Event()
         self.notifier = notifier or Notifier.from_environment()
-        self.services = Services(settings)
+        self.services = Services(settings, background_checkpoints=True)
         self.watcher = InboxWatcher(
             settings.inbox_dir,
             observer=settings.inbox.observer,
@@ -167,12 +177,18 @@ class Daemon:
         lock = self._lock()
         try:
             self.services.prepare()
+            database = sqlite_path(self.services.engine)
+            checkpointer = WalCheckpointer(database) if database else None
+            if checkpointer is not None:
+                checkpointer.start()
             observer = self.watcher.start()
             metrics = self._start_metrics()
             try:
                 self._startup(observer)
                 self._loop()
             finally:
+                if checkpointer is not None:
+                    checkpointer.stop()
                 if metrics is not None:
                     metrics.stop()
                 self.watcher.stop()
@@ -255,7 +271,7 @@ class Daemon:
             timeout = max(0.0, min(0.5, ping, self._next_rescan - now))
             paths = self.watcher.wait_for_hints(timeout, batch_size * _PIPELINE)
             if paths:
-                self._ingest(paths)
+                self._ingest(paths, hinted=True)
             if time.monotonic() >= self._next_rescan or self.watcher.rescan_wanted():
                 self._rescan()
             if self._polled.is_set():
@@ -287,11 +303,15 @@ class Daemon:
             interval = min(interval, self.settings.inbox.stable_seconds + 0.1)
         self._next_rescan = time.monotonic() + interval
 
-    def _ingest(self, paths: list[Path]) -> None:
+    def _unhandled(self, paths: list[Path]) -> list[Path]:
+        return [p for p in paths if p not in self._handled or os.path.lexists(p)]
+
+    def _ingest(self, paths: list[Path], *, hinted: bool = False) -> None:
         """Ingest in batches of ``inbox.batch_size``, each committed, moved and projected
-        before the next; a stop request lets only the batch in flight finish."""
+        before the next; a stop request lets only the batch in flight finish. With
+        ``hinted``, hints that arrive meanwhile join the same pipeline."""
         now = time.monotonic()
-        fresh = [p for p in paths if p not in self._handled or os.path.lexists(p)]
+        fresh = self._unhandled(paths)
         if not fresh:
             return
         started = time.perf_counter()
@@ -315,6 +335,13 @@ class Daemon:
             )
             started = time.perf_counter()
 
+        until = time.monotonic() + _KEEP_PIPELINE_SECONDS
+
+        def more(limit: int) -> list[Path]:  # hints that came in meanwhile, for a while
+            if not hinted or time.monotonic() > until:
+                return []  # back to the loop: rescans, polls, reloads, housekeeping
+            return self._unhandled(self.watcher.wait_for_hints(0, limit))
+
         try:
             self.services.ingestor.ingest(
                 fresh,
@@ -322,6 +349,7 @@ class Daemon:
                 loader=self._loader,
                 stop=self._stop.is_set,
                 each=done,
+                more=more,
             )
         except Exception as exc:  # the one per-job boundary: log, record, keep running
             self._last_error = f"{type(exc).__name__}: {exc}"

@@ -217,3 +217,45 @@ def test_a_failing_projection_batch_changes_neither_rows_nor_checkpoint(
     monkeypatch.undo()
     assert runner.catch_up() == 1
     assert rows(engine, "SELECT count(*) FROM rejections") == [(1,)]
+
+
+def test_files_that_arrive_while_a_batch_is_recorded_join_the_same_run(
+    engine: Engine, folders: FileSettings
+) -> None:
+    """``more`` feeds the pipeline: later arrivals are ingested in the same call, in
+    batches, each file once, even when offered twice."""
+    first = [drop(folders.inbox, f"a{i}.txt", f"Title a{i}\nBody {i}.\n") for i in range(5)]
+    later = [drop(folders.inbox, f"b{i}.txt", f"Title b{i}\nBody {i}.\n") for i in range(7)]
+    offers = [later[:4] + first[:1], later[4:] + later[:1], []]
+    asked: list[int] = []
+
+    def more(limit: int) -> list[Path]:
+        asked.append(limit)
+        return offers.pop(0) if offers else []
+
+    batches: list[list[str]] = []
+    ingestor = FileIngestor(folders, EventStore(engine), clock=Clock())
+    report = ingestor.ingest(
+        first, batch_size=4, more=more, each=lambda b, _: batches.append([p.name for p in b])
+    )
+    assert report.new == 12
+    assert sorted(n for b in batches for n in b) == sorted(p.name for p in first + later)
+    assert all(len(b) <= 4 for b in batches) and all(limit <= 4 for limit in asked)
+    assert os.listdir(folders.inbox) == []
+
+
+def test_a_stop_request_lets_only_the_batch_in_flight_finish_even_with_more_coming(
+    engine: Engine, folders: FileSettings
+) -> None:
+    paths = [drop(folders.inbox, f"c{i}.txt", f"Title c{i}\nBody {i}.\n") for i in range(6)]
+    stopping = [False]
+
+    def each(batch: list[Path], _report: object) -> None:
+        stopping[0] = True  # asked to stop after the first batch
+
+    ingestor = FileIngestor(folders, EventStore(engine), clock=Clock())
+    report = ingestor.ingest(
+        paths[:2], batch_size=2, stop=lambda: stopping[0], each=each, more=lambda n: paths[2:]
+    )
+    assert report.new == 2
+    assert sorted(os.listdir(folders.inbox)) == sorted(p.name for p in paths[2:])
