@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from storage.events import from_iso
 from storage.types import UtcDateTime
 
+PAGE_SIZE = 16384
 IMMEDIATE = {"storyline_write": True}
 # Projection writes: rebuildable from the log, and each batch commits with its checkpoint,
 # so losing the last ones to a power cut only means replaying them. In WAL mode NORMAL
@@ -22,13 +23,21 @@ IMMEDIATE = {"storyline_write": True}
 REBUILDABLE = {"storyline_write": True, "storyline_relaxed": True}
 
 
-def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    synchronous: str = "FULL",
+    busy_timeout_ms: int = 5000,
+    autocheckpoint: bool = True,
+) -> Engine:
     """An engine for ``url``; SQLite gets WAL, ``busy_timeout`` and write transactions
     that start with ``BEGIN IMMEDIATE`` (a deferred read-then-write transaction fails
-    at once with "database is locked", whatever the timeout: RELIABILITY.md 8.2)."""
+    at once with "database is locked", whatever the timeout: RELIABILITY.md 8.2).
+    ``autocheckpoint=False``: its commits never checkpoint the WAL; the caller runs a
+    :class:`storage.checkpoint.WalCheckpointer` instead."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, synchronous, busy_timeout_ms)
+        return _sqlite_engine(url, synchronous, busy_timeout_ms, autocheckpoint)
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
     engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
@@ -36,19 +45,26 @@ def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5
     return engine
 
 
-def _sqlite_engine(url: str, synchronous: str, busy_timeout_ms: int) -> Engine:
+def _sqlite_engine(
+    url: str, synchronous: str, busy_timeout_ms: int, autocheckpoint: bool
+) -> Engine:
     engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
+        # A new database gets 16 KiB pages (a no-op for an existing one): an article's
+        # text is 2-10 KB, which on 4 KiB pages spills into overflow pages in each of
+        # events, articles and article_versions; measured in docs/performance.md.
+        cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # checkpoint every 64 MiB of WAL instead of 4 MiB: far fewer fsyncs of the main file
-        cursor.execute("PRAGMA wal_autocheckpoint=16384")
+        # checkpoint every 64 MiB of WAL instead of 4 MiB: far fewer fsyncs of the main
+        # file; or never, when a background checkpointer does it
+        cursor.execute(f"PRAGMA wal_autocheckpoint={16384 if autocheckpoint else 0}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

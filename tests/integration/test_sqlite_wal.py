@@ -1,0 +1,69 @@
+"""SQLite file settings the daemon relies on: page size of a new database, and WAL
+checkpoints made in the background instead of inside a writer's commit."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from storage.checkpoint import WalCheckpointer
+from storage.db import PAGE_SIZE, make_engine
+from storage.schema import create_schema
+
+
+def _pragma(path: Path, name: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    fresh = tmp_path / "fresh.db"
+    engine = make_engine(f"sqlite:///{fresh}")
+    create_schema(engine)
+    engine.dispose()
+    assert _pragma(fresh, "page_size") == PAGE_SIZE == 16384
+
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE t (x)")  # made with the library default of 4 KiB
+    conn.commit()
+    conn.close()
+    engine = make_engine(f"sqlite:///{old}")
+    create_schema(engine)
+    engine.dispose()
+    assert _pragma(old, "page_size") == 4096
+
+
+def test_without_autocheckpoints_the_background_checkpointer_moves_the_wal_into_the_file(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "storyline.db"
+    engine = make_engine(f"sqlite:///{database}", autocheckpoint=False)
+    create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        conn.exec_driver_sql("CREATE TABLE filler (x BLOB)")
+        conn.commit()
+        for _ in range(20):  # 20 x 400 KB, far past SQLite's own 4 MB threshold
+            conn.execute(text("INSERT INTO filler VALUES (randomblob(400000))"))
+            conn.commit()
+    before = database.stat().st_size
+    assert before < 1_000_000  # nothing was checkpointed by the writer
+    checkpointer = WalCheckpointer(str(database), interval=0.05)
+    checkpointer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while database.stat().st_size < 8_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        checkpointer.stop()
+        engine.dispose()
+    assert database.stat().st_size >= 8_000_000
