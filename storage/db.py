@@ -190,13 +190,14 @@ def _processor(dialect: Dialect, column: Any) -> Callable[[Any], Any] | None:
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
     if process is None or not isinstance(column.type, UtcDateTime):
         return process
-    # a batch shares a few instants (its clock reading): format each once
-    formatted = functools.lru_cache(maxsize=64)(process)
 
+    # a batch shares a few instants (its clock reading, as datetimes or as the ISO
+    # strings of its payloads): convert each once
+    @functools.lru_cache(maxsize=256)
     def timestamp(value: Any) -> Any:
         if isinstance(value, str):
-            return value if _CANONICAL.fullmatch(value) else formatted(from_iso(value))
-        return formatted(value)
+            return value if _CANONICAL.fullmatch(value) else process(from_iso(value))
+        return process(value)
 
     return timestamp
 

@@ -93,8 +93,9 @@ class EventStore:
         IdempotencyConflict and nothing is written. A taken stream version raises
         ConcurrencyError and nothing is written.
         """
-        rows = [self._row(e) for e in batch]
-        blob_rows = [self._blob_row(b) for b in blobs_]
+        now = self._clock()  # one transaction, one time of recording
+        rows = [self._row(e, now) for e in batch]
+        blob_rows = [self._blob_row(b, now) for b in blobs_]
         try:
             with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
                 self._serialize(conn)
@@ -141,7 +142,8 @@ class EventStore:
         with self.engine.connect() as conn:
             return conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one()
 
-    def _row(self, new: NewEvent) -> dict[str, Any]:
+    @staticmethod
+    def _row(new: NewEvent, now: datetime) -> dict[str, Any]:
         return {
             "event_id": str(uuid.uuid4()),
             "stream_id": new.stream_id,
@@ -150,18 +152,19 @@ class EventStore:
             "event_type": new.event.event_type,
             "schema_version": new.event.schema_version,
             "occurred_at": new.occurred_at,
-            "recorded_at": self._clock(),
+            "recorded_at": now,
             "payload": encode(new.event),
             "metadata": new.metadata,
         }
 
-    def _blob_row(self, blob: Blob) -> dict[str, Any]:
+    @staticmethod
+    def _blob_row(blob: Blob, now: datetime) -> dict[str, Any]:
         return {
             "sha256": blob.sha256,
             "size": blob.size,
             "encoding": blob.encoding,
             "data": blob.data,
-            "stored_at": self._clock(),
+            "stored_at": now,
         }
 
     @staticmethod
