@@ -164,10 +164,11 @@ class InboxWatcher:
 
     def stop(self) -> None:
         if self._inotify is not None:
+            self._watch = None  # closing reports the watch as deleted: not a loss
             self._inotify.stop()  # closes the descriptor, which ends its thread
             self._inotify.join(timeout=5)
             self._inotify = None
-            self._watch = None
+            self._lost.clear()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)

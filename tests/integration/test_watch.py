@@ -95,3 +95,16 @@ def test_polling_leaves_new_files_to_the_rescan_which_waits_until_they_are_stabl
         assert ([p.name for p in w.scan()], w.unstable) == (["a.txt"], 0)
     finally:
         w.stop()
+
+
+def test_stopping_the_watcher_is_not_reported_as_a_lost_watch(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    w = InboxWatcher(inbox, observer="inotify")
+    w.start()
+    with capture_logs() as logs:
+        w.stop()
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+    assert not w.rescan_wanted()
