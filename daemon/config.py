@@ -8,6 +8,7 @@ the directory of the config file. Two environment variables override the file:
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -269,8 +270,10 @@ def _check(key: str, default: Any, value: Any) -> Any:
         raise ConfigError(key, f"must be a {expected.__name__}, got {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(key, f"must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    if key in _POSITIVE and value <= 0:
+    if key in _POSITIVE and not value > 0:  # NaN is not
         raise ConfigError(key, f"must be positive, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     return value
 
 
@@ -279,8 +282,10 @@ def _check_optional(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise ConfigError(key, f"must be a non-empty string, got {value!r}")
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigError(key, f"must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     return float(value)
 
 

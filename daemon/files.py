@@ -133,7 +133,7 @@ class FileIngestor:
         than a batch are left to load, so a stream of arrivals keeps the pipeline full.
         """
         pending: deque[Path] = deque(dict.fromkeys(paths))
-        seen = set(pending)
+        seen = set(pending)  # pending or loading: offered again, it is the same file
         size = batch_size or max(1, len(pending))
         total = BatchReport()
         loading: deque[tuple[list[Path], Callable[[], list[Loaded | Refused]]]] = deque()
@@ -167,6 +167,7 @@ class FileIngestor:
                 report, moved = self._record(inputs, loader)  # committed; moves queued
                 load_ahead()  # behind the moves, so they are done first
                 moved()  # every file of the batch archived before it is reported
+                seen.difference_update(batch)  # a new file under the same name may come
                 total.add(report)
                 if each is not None:
                     each(batch, report)

@@ -8,6 +8,7 @@ finish the batch in flight and return 0. SIGHUP reloads what can be reloaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -169,6 +170,7 @@ class Daemon:
         self._next_checkpoint = time.monotonic() + settings.storage.wal_checkpoint_seconds
         self._last_error: str | None = None
         self._loader: LoaderPool | None = None
+        self._checkpointer: WalCheckpointer | None = None
         self.totals = BatchReport()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -178,17 +180,18 @@ class Daemon:
         try:
             self.services.prepare()
             database = sqlite_path(self.services.engine)
-            checkpointer = WalCheckpointer(database) if database else None
-            if checkpointer is not None:
-                checkpointer.start()
-            observer = self.watcher.start()
-            metrics = self._start_metrics()
+            self._checkpointer = WalCheckpointer(database) if database else None
+            metrics = None
             try:
+                if self._checkpointer is not None:
+                    self._checkpointer.start()
+                observer = self.watcher.start()
+                metrics = self._start_metrics()
                 self._startup(observer)
                 self._loop()
             finally:
-                if checkpointer is not None:
-                    checkpointer.stop()
+                if self._checkpointer is not None:
+                    self._checkpointer.stop()
                 if metrics is not None:
                     metrics.stop()
                 self.watcher.stop()
@@ -376,9 +379,11 @@ class Daemon:
         database = sqlite_path(self.services.engine)
         if database is None:
             return
-        with self.services.engine.connect() as conn:
+        pause = self._checkpointer.paused() if self._checkpointer else contextlib.nullcontext()
+        with pause, self.services.engine.connect() as conn:
             # A TRUNCATE checkpoint waits for readers while holding the write lock; with
-            # no busy timeout it gives up at once instead of stalling every writer.
+            # no busy timeout it gives up at once instead of stalling every writer. The
+            # background checkpointer is paused: its PASSIVE run would make this busy.
             conn.exec_driver_sql("PRAGMA busy_timeout=0")
             try:
                 busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()

@@ -176,15 +176,10 @@ class InboxWatcher:
 
     def rescan_wanted(self) -> bool:
         """True once after hints were lost (a queue overflow, the inbox's watch gone);
-        the watch is set up again here if the inbox is back."""
+        the rescan that follows also watches the inbox again."""
         if not self._lost.is_set():
             return False
         self._lost.clear()
-        if self._inotify is not None and self._watch is None and self.inbox.is_dir():
-            try:
-                self._add_watch()
-            except OSError as exc:
-                log.warning("cannot watch the inbox again", error=str(exc))
         return True
 
     def wait_for_hints(self, timeout: float, limit: int) -> list[Path]:
@@ -202,7 +197,16 @@ class InboxWatcher:
         return found
 
     def scan(self) -> list[Path]:
-        """Every file in the inbox that is ready: stable, not a temp or dot name."""
+        """Every file in the inbox that is ready: stable, not a temp or dot name. An
+        inbox someone removed is made again, and watched again."""
+        if not self.inbox.is_dir():
+            log.warning("the inbox was removed; making it again", inbox=str(self.inbox))
+            self.inbox.mkdir(parents=True, exist_ok=True)
+        if self._inotify is not None and self._watch is None:
+            try:
+                self._add_watch()
+            except OSError as exc:  # the next scan tries again
+                log.warning("cannot watch the inbox again", error=str(exc))
         horizon = self.clock() - self.stable_seconds
         found = list(inbox_entries(self.inbox))
         ready = sorted(path for path, mtime in found if mtime <= horizon)
@@ -258,7 +262,11 @@ class InboxWatcher:
 
 def inbox_entries(inbox: Path) -> Iterator[tuple[Path, float]]:
     """(path, mtime) of every entry waiting in the inbox, temp and dot names left out."""
-    with os.scandir(inbox) as entries:
+    try:
+        listing = os.scandir(inbox)
+    except FileNotFoundError:  # removed: the next scan makes it again
+        return
+    with listing as entries:
         for entry in entries:
             if is_ignored(entry.name):
                 continue

@@ -27,6 +27,12 @@ class WalCheckpointer:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._running = threading.Lock()  # held during each checkpoint
+
+    def paused(self) -> threading.Lock:
+        """``with checkpointer.paused():`` no background checkpoint runs inside (for the
+        daemon's own TRUNCATE checkpoint, which a PASSIVE one would make busy)."""
+        return self._running
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
@@ -47,7 +53,8 @@ class WalCheckpointer:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    with self._running:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:  # logged; the next round tries again
                     log.warning("background WAL checkpoint failed", error=str(exc))
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from storage.events import from_iso
 from storage.types import UtcDateTime
 
 PAGE_SIZE = 16384
+_AUTOCHECKPOINT_BYTES = 64 * 1024 * 1024
 IMMEDIATE = {"storyline_write": True}
 # Projection writes: rebuildable from the log, and each batch commits with its checkpoint,
 # so losing the last ones to a power cut only means replaying them. In WAL mode NORMAL
@@ -66,7 +68,9 @@ def _sqlite_engine(
         cursor.execute("PRAGMA foreign_keys=ON")
         # checkpoint every 64 MiB of WAL instead of 4 MiB: far fewer fsyncs of the main
         # file; or never, when a background checkpointer does it
-        cursor.execute(f"PRAGMA wal_autocheckpoint={16384 if autocheckpoint else 0}")
+        page = cursor.execute("PRAGMA page_size").fetchone()[0]
+        pages = _AUTOCHECKPOINT_BYTES // page if autocheckpoint else 0
+        cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -84,22 +88,30 @@ def _sqlite_engine(
 
 def json_dumps(value: Any) -> str:
     """JSON for payload and metadata columns: orjson (about 15x faster than the
-    stdlib on an article's payload), or the stdlib for what orjson refuses (a lone
-    surrogate, an integer over 64 bits): the same document either way."""
+    stdlib on an article's payload), or the stdlib for what orjson would refuse (a
+    lone surrogate, an integer over 64 bits) or write differently (NaN and infinities,
+    which orjson turns into null): the same document either way. Read back with the
+    stdlib, which reads every integer exactly."""
+    if not _finite(value):
+        return json.dumps(value)
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except (orjson.JSONEncodeError, TypeError):
         return json.dumps(value)
 
 
-def json_loads(text: str | bytes) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # e.g. NaN, which the stdlib writes and reads
-        return json.loads(text)
+def _finite(value: Any) -> bool:
+    """False if ``value`` holds a NaN or an infinity anywhere."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
-_JSON_CODEC: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
+_JSON_CODEC: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json.loads}
 
 
 def _postgres_session_settings(dbapi_conn: Any, _record: Any) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from storage.blobs import Blob, load_blob
 from storage.errors import ConcurrencyError, IdempotencyConflict
-from storage.events import InputRejected
+from storage.events import InputRejected, SourceAdded
 from storage.store import EventStore, NewEvent
 from tests.conftest import unique
 
@@ -59,6 +59,28 @@ def test_reappending_the_same_event_is_a_no_op(engine: Engine) -> None:
     again = store.append([new("s1", 1, "k1")])
     assert (again.appended, again.duplicates) == (0, 1)
     assert len(store.read_all()) == 1
+
+
+def test_large_integers_and_fractions_round_trip_and_reappend_as_no_ops(
+    engine: Engine,
+) -> None:
+    """Integers over 64 bits and fractions must read back as written, or the same event
+    offered again would look like a different one. (Infinities are refused by the
+    configuration: PostgreSQL's JSON has no way to hold them.)"""
+    store = EventStore(engine)
+    settings = {"max_interval": 0.1 + 0.2, "big": 2**70 + 1, "small": -(2**64) - 3}
+    event = NewEvent(
+        stream_id=f"source-{unique()}",
+        stream_version=1,
+        idempotency_key=f"k-{unique()}",
+        event=SourceAdded(source_id="s", kind="feed", url="https://x.test/", name=None,
+                          settings=settings),
+    )  # fmt: skip
+    store.append([event])
+    again = store.append([event])
+    assert (again.appended, again.duplicates) == (0, 1)
+    stored = store.read_streams([event.stream_id])[event.stream_id]
+    assert stored[0].decode().settings == settings
 
 
 def test_same_key_with_another_payload_is_refused_and_nothing_written(engine: Engine) -> None:

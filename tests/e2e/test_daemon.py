@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -242,6 +243,23 @@ def test_temp_names_are_never_ingested_until_renamed(storyline: Storyline) -> No
     assert site.count("events", "event_type like 'article.%'") == 1
     assert site.inbox_names() == [".hidden.txt"]
     assert [p.name for p in site.archived()] == ["x.txt"]
+    assert daemon.stop() == 0
+
+
+def test_an_inbox_removed_while_running_is_made_again_and_watched(storyline: Storyline) -> None:
+    """rescan_seconds is long: the file dropped after the removal must be seen by the
+    watch, not by a periodic rescan."""
+    site = storyline
+    site.write_config(inbox__rescan_seconds=600.0)
+    site.init()
+    daemon = site.start()
+    site.drop("before.txt", "Before title\nBody.\n")
+    wait_for(lambda: site.count("articles") == 1, 5.0, "the first file", alive=daemon)
+    shutil.rmtree(site.inbox)
+    wait_for(site.inbox.is_dir, 5.0, "the inbox made again", alive=daemon)
+    site.drop("after.txt", "After title\nBody.\n")
+    wait_for(lambda: site.count("articles") == 2, 5.0, "a file in the new inbox", alive=daemon)
+    assert [e["event"] for e in daemon.errors()] == []
     assert daemon.stop() == 0
 
 

@@ -259,3 +259,23 @@ def test_a_stop_request_lets_only_the_batch_in_flight_finish_even_with_more_comi
     )
     assert report.new == 2
     assert sorted(os.listdir(folders.inbox)) == sorted(p.name for p in paths[2:])
+
+
+def test_a_new_file_under_a_name_already_ingested_in_the_same_run_is_ingested_too(
+    engine: Engine, folders: FileSettings
+) -> None:
+    """A producer that reuses a name (latest.txt) while a run is still going."""
+    first = drop(folders.inbox, "latest.txt", "Title one\nFirst text.\n")
+    others = [drop(folders.inbox, f"o{i}.txt", f"Title o{i}\nBody {i}.\n") for i in range(3)]
+    offered = []
+
+    def more(limit: int) -> list[Path]:
+        if not offered and not first.exists():  # the first latest.txt is archived
+            offered.append(drop(folders.inbox, "latest.txt", "Title two\nSecond text.\n"))
+            return [first]
+        return []
+
+    ingestor = FileIngestor(folders, EventStore(engine), clock=Clock())
+    report = ingestor.ingest([first, *others], batch_size=1, more=more)
+    assert offered and report.new + report.revised == 5
+    assert os.listdir(folders.inbox) == []

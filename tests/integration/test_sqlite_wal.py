@@ -28,6 +28,8 @@ def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(
     fresh = tmp_path / "fresh.db"
     engine = make_engine(f"sqlite:///{fresh}")
     create_schema(engine)
+    with engine.connect() as conn:  # 64 MiB of WAL between automatic checkpoints
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 4096
     engine.dispose()
     assert _pragma(fresh, "page_size") == PAGE_SIZE == 16384
 
@@ -38,6 +40,8 @@ def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(
     conn.close()
     engine = make_engine(f"sqlite:///{old}")
     create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 16384
     engine.dispose()
     assert _pragma(old, "page_size") == 4096
 

@@ -70,11 +70,28 @@ def test_a_removed_inbox_asks_for_a_rescan_and_is_watched_again(
     deadline = time.monotonic() + 5
     while not watcher._lost.is_set() and time.monotonic() < deadline:
         time.sleep(0.01)
-    inbox.mkdir()
-    assert watcher.rescan_wanted()  # and the watch is made again
+    assert watcher.rescan_wanted()
     assert not watcher.rescan_wanted()  # once
+    assert watcher.scan() == []  # the inbox is made again, and watched again
+    assert inbox.is_dir()
     (inbox / "after.txt").write_text("Title\nBody.\n")
     assert _hints(watcher, 1) == ["after.txt"]
+
+
+def test_an_inbox_made_again_by_someone_else_after_the_rescan_is_watched_at_the_next(
+    watcher: InboxWatcher,
+) -> None:
+    inbox = watcher.inbox
+    shutil.rmtree(inbox)
+    deadline = time.monotonic() + 5
+    while not watcher.rescan_wanted() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    inbox.mkdir()
+    (inbox / "waiting.txt").write_text("Title\nBody.\n")
+    os.utime(inbox / "waiting.txt", (time.time() - 60, time.time() - 60))
+    assert [p.name for p in watcher.scan()] == ["waiting.txt"]
+    (inbox / "next.txt").write_text("Title\nBody.\n")
+    assert _hints(watcher, 1) == ["next.txt"]
 
 
 def test_polling_leaves_new_files_to_the_rescan_which_waits_until_they_are_stable(

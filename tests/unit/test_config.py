@@ -89,6 +89,14 @@ def test_sources_tables_are_read_and_checked() -> None:
         ({"kind": "podcast", "url": "https://x.org"}, "sources[0].kind"),
         ({"kind": "feed", "url": "https://x.org", "every": 5}, "sources[0].every"),
         ({"kind": "feed", "url": "https://x.org", "min_interval": -1}, "sources[0].min_interval"),
+        (
+            {"kind": "feed", "url": "https://x.org", "max_interval": float("inf")},
+            "sources[0].max_interval",
+        ),
+        (
+            {"kind": "feed", "url": "https://x.org", "max_interval": float("nan")},
+            "sources[0].max_interval",
+        ),
     ],
 )
 def test_bad_sources_name_the_entry_and_key(source: dict[str, object], key: str) -> None:
@@ -105,6 +113,8 @@ def test_bad_sources_name_the_entry_and_key(source: dict[str, object], key: str)
         ({"scheduler": {"min_interval": 90000.0}}, "scheduler.min_interval"),
         ({"scheduler": {"backoff_base": 100000.0}}, "scheduler.backoff_base"),
         ({"scheduler": {"parser_processes": -1}}, "scheduler.parser_processes"),
+        ({"scheduler": {"max_interval": float("inf")}}, "scheduler.max_interval"),
+        ({"http": {"deadline": float("nan")}}, "http.deadline"),
     ],
 )
 def test_settings_wrong_together_name_the_key(raw: dict[str, object], key: str) -> None:
