@@ -21,6 +21,7 @@ Every message names the URL and the offending value.
 
 from __future__ import annotations
 
+import base64
 import functools
 import heapq
 import importlib.metadata
@@ -29,6 +30,7 @@ import math
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -207,36 +209,53 @@ class _Lanes:
     def __init__(self, settings: HttpSettings, transport: httpx.BaseTransport | None) -> None:
         if transport is not None:  # injected (tests): one lane, the caller's transport
             self.transports: list[httpx.BaseTransport] = [transport]
-            self._capacity = settings.max_connections
+            self._capacity = [settings.max_connections]
         else:
             count = max(1, min(_LANES, settings.max_connections))
-            self._capacity = settings.max_connections // count
-            limits = httpx.Limits(
-                max_connections=self._capacity, max_keepalive_connections=self._capacity
-            )
+            share, extra = divmod(settings.max_connections, count)
+            self._capacity = [share + (lane < extra) for lane in range(count)]  # sum: the cap
             tls = httpx.create_ssl_context(trust_env=False)  # one CA bundle for every lane
             self.transports = [
-                httpx.HTTPTransport(verify=tls, limits=limits, trust_env=False)
-                for _ in range(count)
+                httpx.HTTPTransport(
+                    verify=tls,
+                    limits=httpx.Limits(max_connections=cap, max_keepalive_connections=cap),
+                    trust_env=False,
+                )
+                for cap in self._capacity
             ]
-        self._lock = threading.Lock()
+        self._free = threading.Condition()
         self._busy = [0] * len(self.transports)
         self._last: dict[tuple[str, int], int] = {}
 
-    def take(self, slot: _Slot) -> int:
+    def take(self, slot: _Slot, timeout: float) -> int | None:
+        """A lane with room for one more request, or None after ``timeout`` seconds of
+        every lane being full. Waiting happens here, not inside one lane's pool, so a
+        request takes whichever lane frees first."""
         key = (slot.host, slot.index)
-        with self._lock:
-            lane = self._last.get(key)
-            if lane is None or self._busy[lane] >= self._capacity:
-                busy = self._busy
-                lane = busy.index(min(busy))
-                self._last[key] = lane
-            self._busy[lane] += 1
-        return lane
+        deadline = time.monotonic() + timeout
+        with self._free:
+            while True:
+                lane = self._last.get(key)
+                if lane is None or self._busy[lane] >= self._capacity[lane]:
+                    lane = min(range(len(self._busy)), key=self._room, default=None)
+                    if lane is None or self._room(lane) >= 0:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return None
+                        self._free.wait(remaining)
+                        continue
+                    self._last[key] = lane
+                self._busy[lane] += 1
+                return lane
+
+    def _room(self, lane: int) -> int:
+        """Minus the free places in ``lane`` (so ``min`` picks the emptiest)."""
+        return self._busy[lane] - self._capacity[lane]
 
     def give_back(self, lane: int) -> None:
-        with self._lock:
+        with self._free:
             self._busy[lane] -= 1
+            self._free.notify()
 
     def close(self) -> None:
         for transport in self.transports:
@@ -270,7 +289,9 @@ class HttpClient:
             ("Connection", "keep-alive"),
             ("User-Agent", settings.user_agent),
         ]
-        self._resolved: dict[tuple[str, int], float] = {}  # (host, port) -> checked until
+        # (host, port) -> checked until, oldest first
+        self._resolved: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._resolved_lock = threading.Lock()
 
     def close(self) -> None:
         self._lanes.close()
@@ -324,6 +345,9 @@ class HttpClient:
             "write": read,
             "pool": remaining,
         }
+        if url.userinfo:  # credentials in the URL, as httpx.Client sent them: this hop only
+            token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
+            headers = [*headers, ("Authorization", f"Basic {token}")]
         request = httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
         if self._cookies:
             self._cookies.set_cookie_header(request)
@@ -442,7 +466,9 @@ class HttpClient:
 
     def _validate_url(self, url: str, *, previous: httpx.URL | None) -> httpx.URL:
         try:
-            parsed = _parse_url(url)
+            # a source's own URL is parsed once; a redirect target (a server's choice,
+            # up to 16 KB) is not kept
+            parsed = _parse_url(url) if previous is None else httpx.URL(url)
         except (httpx.InvalidURL, TypeError) as exc:
             raise PermanentFetchError(f"invalid URL {url!r}: {exc}", url=url) from exc
         if parsed.scheme not in _ALLOWED_SCHEMES or not parsed.host:
@@ -466,8 +492,9 @@ class HttpClient:
         host = url.raw_host.decode("ascii")
         port = url.port or (443 if url.scheme == "https" else 80)
         now = self._clock()
-        if self._resolved.get((host, port), -math.inf) > now:
-            return
+        with self._resolved_lock:
+            if self._resolved.get((host, port), -math.inf) > now:
+                return
         try:
             infos = self._resolver(host, port, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError) as exc:
@@ -483,9 +510,11 @@ class HttpClient:
                     f"refused address {address} (private, loopback or reserved) for {url}",
                     url=str(url),
                 )
-        if len(self._resolved) >= _RESOLVED_MAX:
-            self._resolved = {k: v for k, v in self._resolved.items() if v > now}
-        self._resolved[(host, port)] = now + _RESOLVED_TTL
+        with self._resolved_lock:
+            self._resolved[(host, port)] = now + _RESOLVED_TTL
+            self._resolved.move_to_end((host, port))
+            while len(self._resolved) > _RESOLVED_MAX:  # the oldest checks go first
+                self._resolved.popitem(last=False)
 
     def _is_allowed(self, address: str) -> bool:
         return in_networks(address, self._allowed)
@@ -503,7 +532,14 @@ class _Exchange:
     def __enter__(self) -> httpx.Response:
         client, request = self._client, self._request
         lanes = client._lanes
-        self._lane = lane = lanes.take(self._slot)
+        pool_timeout = request.extensions["timeout"]["pool"]
+        taken = lanes.take(self._slot, pool_timeout)
+        if taken is None:
+            raise TransientFetchError(
+                f"no free connection within {pool_timeout:g} s for {request.url}",
+                url=str(request.url),
+            )
+        self._lane = lane = taken
         try:
             response = lanes.transports[lane].handle_request(request)
         except httpx.HTTPError as exc:

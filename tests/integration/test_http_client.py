@@ -3,6 +3,7 @@ the transport refuses any other host and the resolver is a fake that knows three
 
 from __future__ import annotations
 
+import base64
 import gzip
 import re
 import sys
@@ -267,6 +268,19 @@ def test_user_agent_and_accept_encoding_sent(server: LocalServer, make_client: M
     assert sent["User-Agent"] == "storyline/9.9 (+https://github.com/storyline/storyline)"
     assert sent["Accept-Encoding"] == "gzip, deflate"
     assert HttpSettings().user_agent.startswith("storyline/")
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_not_in_the_target(
+    server: LocalServer, make_client: MakeClient
+) -> None:
+    """A protected feed named as https://user:secret@host/feed keeps working."""
+    base = server.base.replace("http://", "http://reader:s%40cret@")
+    assert make_client().fetch(base + "/feed").status == 200
+    path, sent = server.requests[-1][0], server.requests[-1][1]
+    assert sent["Authorization"] == "Basic " + base64.b64encode(b"reader:s@cret").decode()
+    assert "reader" not in path and "reader" not in sent.get("Host", "")
+    make_client().fetch(server.base + "/feed")
+    assert "Authorization" not in server.requests[-1][1]
 
 
 def test_gzip_body_is_decompressed(server: LocalServer, make_client: MakeClient) -> None:

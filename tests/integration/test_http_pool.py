@@ -38,6 +38,8 @@ class _Handler(BaseHTTPRequestHandler):
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         if self.path == "/hold":
             time.sleep(0.2)
+        elif self.path.startswith("/sleep/"):  # /sleep/<milliseconds>
+            time.sleep(int(self.path.rsplit("/", 1)[1]) / 1000)
         with srv.lock:
             srv.in_flight -= 1
         self.send_response(200)
@@ -95,6 +97,35 @@ def test_open_connections_never_exceed_max_connections(pool_server: _PoolServer)
     assert len(pool_server.cookies) == 8  # every request was answered
     assert pool_server.max_in_flight <= 3
     assert len(pool_server.ports) <= 3
+
+
+def test_a_request_takes_whichever_lane_frees_first(pool_server: _PoolServer) -> None:
+    """Two lanes of one connection: A holds one for 2.5 s, B the other for 0.3 s. C,
+    arriving while both are busy, must get B's lane when it frees, not queue behind A
+    until its 3 s deadline."""
+    port = pool_server.server_address[1]
+    outcome: dict[str, str] = {}
+
+    def fetch(name: str, url: str, delay: float) -> None:
+        time.sleep(delay)
+        try:
+            client.fetch(url)
+            outcome[name] = "ok"
+        except Exception as exc:  # the outcome is the assertion
+            outcome[name] = f"{type(exc).__name__}: {exc}"
+
+    with _lanes_client(max_connections=2, deadline=3.0, timeout_read=3.0) as client:
+        threads = [
+            threading.Thread(target=fetch, args=("A", f"http://localhost:{port}/sleep/2500", 0)),
+            threading.Thread(target=fetch, args=("B", f"http://127.0.0.1:{port}/sleep/300", 0.05)),
+            threading.Thread(target=fetch, args=("C", f"http://127.0.0.1:{port}/sleep/800", 0.1)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert outcome == {"A": "ok", "B": "ok", "C": "ok"}
+    assert pool_server.max_in_flight <= 2
 
 
 def test_one_host_reuses_its_connection(pool_server: _PoolServer) -> None:
