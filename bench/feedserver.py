@@ -35,21 +35,13 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from html import escape
 
-_VOCABULARY = (
-    "the minister said on tuesday that talks with officials in brussels would resume "
-    "after the summit ceasefire sanctions parliament embassy spokeswoman statement "
-    "council inquiry budget election campaign report agency court ruling police "
-    "hospital university workers union strike energy prices inflation bank rates "
-    "growth exports trade deal border refugees aid flood storm drought climate "
-    "vaccine trial researchers data security cyber attack network company shares "
-    "investors market profit warning regulator fine consumers prime opposition leader"
-)
-_WORDS = _VOCABULARY.split()
+from common import WORDS
+
 _EPOCH = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def _sentence(r: random.Random) -> str:
-    words = [r.choice(_WORDS) for _ in range(r.randint(6, 12))]
+    words = [r.choice(WORDS) for _ in range(r.randint(6, 12))]
     return " ".join(words).capitalize() + "."
 
 

@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import WORDS, BenchError
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPUS_TOOL = REPO.parent / "shared" / "tools" / "make_corpus.py"
 
@@ -56,26 +58,11 @@ TARGET_P50_MS = 150.0
 TARGET_P99_MS = 500.0
 
 
-class BenchError(Exception):
-    """The benchmark could not run to the end (a deadline passed, the daemon died)."""
-
-
 # -- corpus -----------------------------------------------------------------------------
-
-_VOCABULARY = (
-    "the minister said on tuesday that talks with officials in brussels would resume "
-    "after the summit ceasefire sanctions parliament embassy spokeswoman statement "
-    "council inquiry budget election campaign report agency court ruling police "
-    "hospital university workers union strike energy prices inflation bank rates "
-    "growth exports trade deal border refugees aid flood storm drought climate "
-    "vaccine trial researchers data security cyber attack network company shares "
-    "investors market profit warning regulator fine consumers prime opposition leader"
-)
-_WORDS = _VOCABULARY.split()
 
 
 def _sentence(r: random.Random) -> str:
-    words = [r.choice(_WORDS) for _ in range(r.randint(8, 28))]
+    words = [r.choice(WORDS) for _ in range(r.randint(8, 28))]
     words[0] = words[0].capitalize()
     return " ".join(words) + r.choice(".....?!")
 
@@ -85,7 +72,7 @@ def _paragraph(r: random.Random) -> str:
 
 
 def _article(r: random.Random, serial: str) -> str:
-    title = f"{serial}: " + " ".join(r.choice(_WORDS) for _ in range(r.randint(6, 14)))
+    title = f"{serial}: " + " ".join(r.choice(WORDS) for _ in range(r.randint(6, 14)))
     lines = [title[0].upper() + title[1:]]
     if r.random() < 0.5:
         lines.append(_sentence(r))

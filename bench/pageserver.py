@@ -39,18 +39,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-_VOCABULARY = (
-    "the minister said on tuesday that talks with officials in brussels would resume "
-    "after the summit ceasefire sanctions parliament embassy spokeswoman statement "
-    "council inquiry budget election campaign report agency court ruling police "
-    "hospital university workers union strike energy prices inflation bank rates "
-    "growth exports trade deal border refugees aid flood storm drought climate "
-    "vaccine trial researchers data security cyber attack network company shares "
-    "investors market profit warning regulator fine consumers prime opposition leader "
+from common import WORDS
+
+_HOME_NEWS = (
     "government households families schools teachers doctors nurses patients "
     "farmers harvest weather coast villages residents evacuated rescue teams"
 )
-_WORDS = _VOCABULARY.split()
+_WORDS = [*WORDS, *_HOME_NEWS.split()]  # the shared words and some of home news
 _NAMES = ("Andrew Roth", "Jessica Elgot", "Peter Walker", "Fiona Harvey", "Dan Sabbagh",
           "Helena Smith", "Julian Borger", "Kalyeena Makortoff", "Rowena Mason")  # fmt: skip
 _SECTIONS = ("world", "politics", "business", "environment", "science", "uk-news",

@@ -32,18 +32,19 @@ import json
 import os
 import platform
 import resource
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from common import BenchError, child_server
+from common import control as server_control
 
 REPO = Path(__file__).resolve().parents[1]
 FEEDSERVER = Path(__file__).resolve().parent / "feedserver.py"
@@ -60,10 +61,6 @@ TARGET_WARM_FEEDS_PER_S = 1000.0
 TARGET_RSS_MB = 150.0
 
 
-class BenchError(Exception):
-    """The benchmark could not run to the end."""
-
-
 # -- the feed server ------------------------------------------------------------------
 
 
@@ -72,29 +69,13 @@ def feed_server(feeds: int, latency_ms: float) -> Iterator[str]:
     """bench/feedserver.py as a child process; yields its base URL; always stopped."""
     command = [sys.executable, str(FEEDSERVER), "--feeds", str(feeds),
                "--latency-ms", str(latency_ms)]  # fmt: skip
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], SERVER_READY_DEADLINE)
-        line = process.stdout.readline().decode() if ready else ""
-        if not line.startswith("ready "):
-            raise BenchError(f"feed server not ready in {SERVER_READY_DEADLINE:g} s: {line!r}")
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(SERVER_STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(SERVER_STOP_DEADLINE)
-        for pipe in (process.stdin, process.stdout):
-            if pipe is not None:
-                pipe.close()
+    with child_server(command, name="feed server", ready_seconds=SERVER_READY_DEADLINE,
+                      stop_seconds=SERVER_STOP_DEADLINE) as fields:  # fmt: skip
+        yield f"http://127.0.0.1:{int(fields[0])}"
 
 
 def control(base: str, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(base + path, timeout=CONTROL_TIMEOUT) as response:
-        return dict(json.loads(response.read()))
+    return server_control(base, path, CONTROL_TIMEOUT)
 
 
 def feed_url(base: str, number: int) -> str:

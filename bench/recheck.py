@@ -35,22 +35,21 @@ even on error. Exit status: 0 targets met and every check consistent, 1 otherwis
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from common import BenchError, child_server
+from common import control as server_control
 
 REPO = Path(__file__).resolve().parents[1]
 PAGESERVER = Path(__file__).resolve().parent / "pageserver.py"
@@ -61,10 +60,6 @@ CONTROL_TIMEOUT = 10.0
 NAIVE_FETCH_TIMEOUT = 20.0
 CHANGED_EVERY = 10  # every 10th page is revised in the "changed" cycle: 10 %
 TARGET_RATIO = 20.0
-
-
-class BenchError(Exception):
-    """The benchmark could not run to the end."""
 
 
 # -- the page server ------------------------------------------------------------------
@@ -82,30 +77,14 @@ class ServerInfo:
 def page_server(pages: int) -> Iterator[ServerInfo]:
     """bench/pageserver.py as a child process; always stopped, even on error."""
     command = [sys.executable, str(PAGESERVER), "--pages", str(pages)]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], SERVER_READY_DEADLINE)
-        line = process.stdout.readline().decode() if ready else ""
-        if not line.startswith("ready "):
-            raise BenchError(f"page server not ready in {SERVER_READY_DEADLINE:g} s: {line!r}")
-        port, smallest, largest, total = (int(x) for x in line.split()[1:5])
+    with child_server(command, name="page server", ready_seconds=SERVER_READY_DEADLINE,
+                      stop_seconds=SERVER_STOP_DEADLINE) as fields:  # fmt: skip
+        port, smallest, largest, total = (int(x) for x in fields[:4])
         yield ServerInfo(f"http://127.0.0.1:{port}", smallest, largest, total)
-    finally:
-        process.terminate()
-        try:
-            process.wait(SERVER_STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(SERVER_STOP_DEADLINE)
-        for pipe in (process.stdin, process.stdout):
-            if pipe is not None:
-                pipe.close()
 
 
 def control(base: str, path: str) -> dict[str, Any]:
-    with urllib.request.urlopen(base + path, timeout=CONTROL_TIMEOUT) as response:
-        return dict(json.loads(response.read()))
+    return server_control(base, path, CONTROL_TIMEOUT)
 
 
 def page_url(base: str, number: int) -> str:

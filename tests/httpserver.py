@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
 
 @dataclass
@@ -62,10 +62,18 @@ def running() -> Iterator[Server]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     server = Server(httpd)
+    with serving(httpd):
+        yield server
+
+
+@contextmanager
+def serving(httpd: HTTPServer) -> Iterator[HTTPServer]:
+    """Serve ``httpd`` from a thread; shut down and closed on the way out."""
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
     thread.start()
     try:
-        yield server
+        yield httpd
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -31,6 +31,7 @@ from adapters.http import (
     is_blocked_address,
     parse_retry_after,
 )
+from tests.httpserver import serving
 
 FEED = b"<rss version='2.0'><channel><title>t</title></channel></rss>"
 MB = 1024 * 1024
@@ -195,14 +196,8 @@ def fake_resolver(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple
 
 @pytest.fixture
 def server() -> Iterator[LocalServer]:
-    srv = LocalServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(LocalServer()) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.http import HttpClient, HttpSettings, PermanentFetchError
+from tests.httpserver import serving
 from tests.integration.test_http_client import (
     FAKE_DNS,
     LocalServer,
@@ -67,14 +68,8 @@ class _PoolServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def pool_server() -> Iterator[_PoolServer]:
-    srv = _PoolServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(_PoolServer()) as srv:
+        yield srv
 
 
 def _lanes_client(**overrides: Any) -> HttpClient:
