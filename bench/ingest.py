@@ -7,7 +7,8 @@ usage: python bench/ingest.py [--files N] [--latency-samples M] [--keep]
    else by the generator below.
 2. Floor: one stdlib sqlite3 connection reads, hashes (sha256) and inserts each file
    as one event row plus one upserted article row, in batches of 500 (WAL,
-   synchronous=FULL, BEGIN IMMEDIATE per batch, like the daemon).
+   synchronous=FULL, 32 MiB of dirty pages before a spill, BEGIN IMMEDIATE per batch,
+   like the daemon).
 3. Throughput: ``storyline run`` as a subprocess; once it logs "ready", the N files
    are renamed into its inbox from a staging folder on the same filesystem; the clock
    runs from the first rename until ``select count(*) from articles`` reaches N.
@@ -154,6 +155,7 @@ def run_floor(database: Path, files: Sequence[Path]) -> float:
     conn = sqlite3.connect(database, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA cache_spill={32 * 1024 * 1024 // 4096}")  # the daemon's bound
     conn.executescript(_FLOOR_SCHEMA)
     started = time.perf_counter()
     for start in range(0, len(files), BATCH):

@@ -20,6 +20,12 @@ from storage.types import UtcDateTime
 
 PAGE_SIZE = 16384
 _AUTOCHECKPOINT_BYTES = 64 * 1024 * 1024
+# Dirty pages a transaction may hold in memory before SQLite spills them into the WAL
+# mid-transaction. The default cache (2 MB) is smaller than one inbox batch (500 texts
+# written into events, articles and article_versions: about 10 MB), and spilling wrote
+# each random-keyed index page many times over; measured in docs/performance.md. Larger
+# transactions (a rebuild replays the whole log in one) still spill past this bound.
+_SPILL_BYTES = 32 * 1024 * 1024
 IMMEDIATE = {"storyline_write": True}
 # Projection writes: rebuildable from the log, and each batch commits with its checkpoint,
 # so losing the last ones to a power cut only means replaying them. In WAL mode NORMAL
@@ -71,6 +77,7 @@ def _sqlite_engine(
         page = cursor.execute("PRAGMA page_size").fetchone()[0]
         pages = _AUTOCHECKPOINT_BYTES // page if autocheckpoint else 0
         cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        cursor.execute(f"PRAGMA cache_spill={_SPILL_BYTES // page}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
