@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import httpx
 
 from adapters.errors import AdapterError
@@ -195,6 +196,38 @@ class _HostGate:
             self._sleep(start - now)
 
 
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore's network backend, connecting only to addresses the SSRF guard allows.
+
+    It resolves the name itself, checks every address, and connects to a checked one
+    (TLS still verifies and sends the name), so a DNS rebinding server gets no second
+    lookup to answer with a private address. Runs once per new connection; a reused
+    keep-alive connection was checked when it was opened."""
+
+    def __init__(self, vet: Callable[[str, int], list[str]]) -> None:
+        self._vet = vet
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        failure: Exception | None = None
+        for address in self._vet(host, port):  # raises FetchError: not httpcore's to map
+            try:
+                return super().connect_tcp(
+                    address, port, timeout, local_address=local_address,
+                    socket_options=socket_options,
+                )  # fmt: skip
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc  # the next address, as socket.create_connection does
+        assert failure is not None  # _vet never returns an empty list
+        raise failure
+
+
 class _Lanes:
     """The keep-alive pool, split into lanes: one httpx transport (httpcore pool) each.
 
@@ -206,7 +239,12 @@ class _Lanes:
     unless that lane is full: then to the least busy lane. The total of open
     connections stays at most ``max_connections``."""
 
-    def __init__(self, settings: HttpSettings, transport: httpx.BaseTransport | None) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        transport: httpx.BaseTransport | None,
+        backend: httpcore.SyncBackend | None = None,
+    ) -> None:
         if transport is not None:  # injected (tests): one lane, the caller's transport
             self.transports: list[httpx.BaseTransport] = [transport]
             self._capacity = [settings.max_connections]
@@ -215,14 +253,7 @@ class _Lanes:
             share, extra = divmod(settings.max_connections, count)
             self._capacity = [share + (lane < extra) for lane in range(count)]  # sum: the cap
             tls = httpx.create_ssl_context(trust_env=False)  # one CA bundle for every lane
-            self.transports = [
-                httpx.HTTPTransport(
-                    verify=tls,
-                    limits=httpx.Limits(max_connections=cap, max_keepalive_connections=cap),
-                    trust_env=False,
-                )
-                for cap in self._capacity
-            ]
+            self.transports = [_transport(tls, cap, backend) for cap in self._capacity]
         self._free = threading.Condition()
         self._busy = [0] * len(self.transports)
         self._last: dict[tuple[str, int], int] = {}
@@ -262,6 +293,26 @@ class _Lanes:
             transport.close()
 
 
+def _transport(
+    tls: Any, connections: int, backend: httpcore.SyncBackend | None
+) -> httpx.HTTPTransport:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    transport = httpx.HTTPTransport(verify=tls, limits=limits, trust_env=False)
+    if backend is not None:
+        # httpx.HTTPTransport takes no network backend: the pool it built, with ours
+        if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+            raise RuntimeError("this httpx version keeps its connection pool elsewhere")
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=tls,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            retries=0,
+            network_backend=backend,
+        )
+    return transport
+
+
 class HttpClient:
     """Fetches one URL at a time per call; safe to call from many threads at once."""
 
@@ -281,7 +332,8 @@ class HttpClient:
         self._allowed = tuple(ipaddress.ip_network(n) for n in settings.allowed_networks)
         # httpx's transports, without httpx.Client's per-request machinery (header and
         # cookie merging, auth and redirect generators): redirects are ours anyway.
-        self._lanes = _Lanes(settings, transport)
+        guarded = None if settings.allow_private_networks else _GuardedBackend(self._vet)
+        self._lanes = _Lanes(settings, transport, guarded)
         self._cookies = httpx.Cookies()  # kept between requests, as httpx.Client did
         self._base_headers = [
             ("Accept", "*/*"),
@@ -484,11 +536,10 @@ class HttpClient:
         return parsed
 
     def _check_addresses(self, url: httpx.URL) -> None:
-        # The guard resolves the name, then httpx resolves it again to connect: a DNS
-        # rebinding server can answer differently the second time. Closing that window
-        # needs connecting to the checked IP (Host header + SNI); not done yet.
-        # Every hop is checked; a (host, port) whose every address passed is not
-        # resolved again for _RESOLVED_TTL seconds (a refusal is never remembered).
+        """Refuse a hop to a blocked address before taking a slot or a connection, with
+        a message naming the URL. A (host, port) whose every address passed is not
+        resolved again here for _RESOLVED_TTL seconds (a refusal is never remembered);
+        the check that counts is the one at connect time, in _GuardedBackend."""
         host = url.raw_host.decode("ascii")
         port = url.port or (443 if url.scheme == "https" else 80)
         now = self._clock()
@@ -496,25 +547,30 @@ class HttpClient:
             if self._resolved.get((host, port), -math.inf) > now:
                 return
         try:
-            infos = self._resolver(host, port, proto=socket.IPPROTO_TCP)
-        except (OSError, UnicodeError) as exc:
-            raise TransientFetchError(
-                f"cannot resolve {host!r} for {url}: {exc}", url=str(url)
-            ) from exc
-        if not infos:
-            raise TransientFetchError(f"no address for {host!r} at {url}", url=str(url))
-        for info in infos:
-            address = str(info[4][0])
-            if is_blocked_address(address) and not self._is_allowed(address):
-                raise PermanentFetchError(
-                    f"refused address {address} (private, loopback or reserved) for {url}",
-                    url=str(url),
-                )
+            self._vet(host, port)
+        except FetchError as exc:
+            raise _naming(exc, url) from exc
         with self._resolved_lock:
             self._resolved[(host, port)] = now + _RESOLVED_TTL
             self._resolved.move_to_end((host, port))
             while len(self._resolved) > _RESOLVED_MAX:  # the oldest checks go first
                 self._resolved.popitem(last=False)
+
+    def _vet(self, host: str, port: int) -> list[str]:
+        """The addresses of ``host``, each allowed by the guard; a FetchError otherwise."""
+        try:
+            infos = self._resolver(host, port, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            raise TransientFetchError(f"cannot resolve {host!r}: {exc}", url=host) from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise TransientFetchError(f"no address for {host!r}", url=host)
+        for address in addresses:
+            if is_blocked_address(address) and not self._is_allowed(address):
+                raise PermanentFetchError(
+                    f"refused address {address} (private, loopback or reserved)", url=host
+                )
+        return addresses
 
     def _is_allowed(self, address: str) -> bool:
         return in_networks(address, self._allowed)
@@ -545,6 +601,9 @@ class _Exchange:
         except httpx.HTTPError as exc:
             self.__exit__()
             raise _translate(exc, request.url) from exc
+        except FetchError as exc:  # the guard, at connect time
+            self.__exit__()
+            raise _naming(exc, request.url) from exc
         except BaseException:
             self.__exit__()
             raise
@@ -582,6 +641,11 @@ def _raw_chunks(response: httpx.Response, url: httpx.URL) -> Iterator[bytes]:
         yield from response.iter_raw()
     except httpx.HTTPError as exc:
         raise _translate(exc, url) from exc
+
+
+def _naming(exc: FetchError, url: httpx.URL) -> FetchError:
+    """The guard's error (which knows only the host) with the URL it was for."""
+    return type(exc)(f"{exc} for {url}", url=str(url))
 
 
 def _translate(exc: httpx.HTTPError, url: httpx.URL) -> FetchError:

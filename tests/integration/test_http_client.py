@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import gzip
 import re
+import shutil
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -14,6 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -410,6 +414,97 @@ def test_loopback_allowed_when_private_networks_allowed(
 ) -> None:
     with HttpClient(HttpSettings(allow_private_networks=True), transport=transport) as client:
         assert client.fetch(server.base + "/feed").body == FEED
+
+
+class Rebinding:
+    """A resolver for names no real DNS knows: each call gives the next of ``answers``
+    (the last one repeats), as a DNS rebinding server would."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers, self.calls = list(answers), 0
+
+    def __call__(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        return [(2, 1, 6, "", (address, port)) for address in answer]
+
+
+def _guarded_client(resolver: Rebinding, **settings: Any) -> HttpClient:
+    """The real pool and network backend (no test transport), guard on."""
+    return HttpClient(HttpSettings(deadline=2.0, **settings), resolver=resolver)
+
+
+def test_dns_rebinding_refused_at_connect_time(server: LocalServer) -> None:
+    # the name passes the check as a public address, then rebinds to loopback: the
+    # connection goes to an address checked at connect time, so it is refused there
+    resolver = Rebinding(["8.8.8.8"], ["127.0.0.1"])
+    port = server.server_address[1]
+    refused = pytest.raises(PermanentFetchError, match=r"refused address 127\.0\.0\.1")
+    with _guarded_client(resolver) as client, refused:
+        client.fetch(f"http://rebind.test:{port}/feed")
+    assert resolver.calls == 2 and server.requests == []
+
+
+def test_connects_to_the_checked_address(server: LocalServer) -> None:
+    # "lan.test" exists only in our resolver: the request can reach the server only if
+    # the connection goes to the address that was checked, not to a second lookup
+    resolver = Rebinding(["127.0.0.1"])
+    port = server.server_address[1]
+    with _guarded_client(resolver, allowed_networks=("127.0.0.1/32",)) as client:
+        assert client.fetch(f"http://lan.test:{port}/feed").body == FEED
+    (path, headers), *_ = server.requests
+    assert path == "/feed" and headers["Host"] == f"lan.test:{port}"
+
+
+def test_next_checked_address_tried_when_one_refuses(server: LocalServer) -> None:
+    resolver = Rebinding(["127.0.0.2", "127.0.0.1"])  # nothing listens on 127.0.0.2
+    port = server.server_address[1]
+    with _guarded_client(resolver, allowed_networks=("127.0.0.0/8",)) as client:
+        assert client.fetch(f"http://two.test:{port}/feed").body == FEED
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
+    """HTTPS on 127.0.0.1 with a self-signed certificate for "lan.test"; yields its port,
+    the certificate (to trust) and the server names clients sent (SNI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    cert, key = tmp_path / "lan.crt", tmp_path / "lan.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=lan.test",
+         "-addext", "subjectAltName=DNS:lan.test"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    names: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def sni(_sock: Any, name: str | None, _ctx: Any) -> None:
+        names.append(name or "")
+
+    context.sni_callback = sni
+    srv = LocalServer()
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    with serving(srv):
+        yield srv.server_address[1], cert, names
+
+
+def test_tls_to_the_checked_address_verifies_the_name(
+    tls_server: tuple[int, Path, list[str]],
+) -> None:
+    port, cert, names = tls_server
+    resolver = Rebinding(["127.0.0.1"])
+    with _guarded_client(resolver, allowed_networks=("127.0.0.1/32",)) as client:
+        with pytest.raises(TransientFetchError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.fetch(f"https://lan.test:{port}/feed")  # not in the system's CAs
+        trusted = ssl.create_default_context(cafile=str(cert))
+        for lane in client._lanes.transports:  # the test's CA, in every lane's pool
+            lane._pool._ssl_context = trusted  # type: ignore[attr-defined]
+        assert client.fetch(f"https://lan.test:{port}/feed").body == FEED
+        with pytest.raises(TransientFetchError, match="Hostname mismatch"):
+            client.fetch(f"https://other.test:{port}/feed")  # same address, wrong name
+    assert set(names) == {"lan.test", "other.test"}  # SNI: the name, never the address
 
 
 def test_https_to_http_downgrade_refused() -> None:
