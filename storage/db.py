@@ -77,7 +77,10 @@ def _sqlite_engine(
         page = cursor.execute("PRAGMA page_size").fetchone()[0]
         pages = _AUTOCHECKPOINT_BYTES // page if autocheckpoint else 0
         cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        # N sets the bound; the same argument is also read as a yes/no switch (its low
+        # byte), which is 0 for any multiple of 256 pages: switch spilling on again after
         cursor.execute(f"PRAGMA cache_spill={_SPILL_BYTES // page}")
+        cursor.execute("PRAGMA cache_spill=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -71,3 +71,28 @@ def test_without_autocheckpoints_the_background_checkpointer_moves_the_wal_into_
         checkpointer.stop()
         engine.dispose()
     assert database.stat().st_size >= 8_000_000
+
+
+def test_a_batch_stays_in_memory_until_commit_and_a_larger_transaction_spills(
+    tmp_path: Path,
+) -> None:
+    # An inbox batch (about 10 MB of pages) is written to the WAL once, at commit; a
+    # transaction past the 32 MiB bound (a rebuild of a large log) spills instead of
+    # holding every page in memory.
+    database = tmp_path / "storyline.db"
+    engine = make_engine(f"sqlite:///{database}")
+    create_schema(engine)
+    wal = Path(f"{database}-wal")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_spill").scalar() == 32 * 1024 * 1024 // PAGE_SIZE
+        conn.exec_driver_sql("CREATE TABLE filler (x BLOB)")
+        conn.commit()
+        committed = wal.stat().st_size
+        for _ in range(25):  # 10 MB, uncommitted
+            conn.execute(text("INSERT INTO filler VALUES (randomblob(400000))"))
+        assert wal.stat().st_size == committed  # nothing spilled yet
+        for _ in range(75):  # 40 MB more: past the bound
+            conn.execute(text("INSERT INTO filler VALUES (randomblob(400000))"))
+        assert wal.stat().st_size > committed  # spilled before commit
+        conn.rollback()
+    engine.dispose()
