@@ -224,7 +224,8 @@ class _GuardedBackend(httpcore.SyncBackend):
                 )  # fmt: skip
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc  # the next address, as socket.create_connection does
-        assert failure is not None  # _vet never returns an empty list
+        if failure is None:  # _vet never returns an empty list
+            raise TransientFetchError(f"no address to connect to for {host!r}", url=host)
         raise failure
 
 
@@ -562,7 +563,7 @@ class HttpClient:
             infos = self._resolver(host, port, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError) as exc:
             raise TransientFetchError(f"cannot resolve {host!r}: {exc}", url=host) from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = list(dict.fromkeys(_address(info[4]) for info in infos))
         if not addresses:
             raise TransientFetchError(f"no address for {host!r}", url=host)
         for address in addresses:
@@ -641,6 +642,15 @@ def _raw_chunks(response: httpx.Response, url: httpx.URL) -> Iterator[bytes]:
         yield from response.iter_raw()
     except httpx.HTTPError as exc:
         raise _translate(exc, url) from exc
+
+
+def _address(sockaddr: tuple[Any, ...]) -> str:
+    """An address from getaddrinfo, to connect to: an IPv6 link-local one keeps its zone
+    (``fe80::1%2``), which the guard's checks ignore."""
+    address = str(sockaddr[0])
+    if len(sockaddr) == 4 and sockaddr[3] and "%" not in address:
+        return f"{address}%{sockaddr[3]}"
+    return address
 
 
 def _naming(exc: FetchError, url: httpx.URL) -> FetchError:

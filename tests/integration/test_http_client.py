@@ -7,6 +7,7 @@ import base64
 import gzip
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -429,12 +430,28 @@ class Rebinding:
         return [(2, 1, 6, "", (address, port)) for address in answer]
 
 
-def _guarded_client(resolver: Rebinding, **settings: Any) -> HttpClient:
+@pytest.fixture
+def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The addresses connections were opened to. A safety net for tests that use the
+    real network backend: anything but 127.0.0.0/8 fails the test, never dials out."""
+    opened: list[str] = []
+    real = socket.create_connection
+
+    def loopback_only(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        opened.append(address[0])
+        assert address[0].startswith("127."), f"test tried to connect to {address}"
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", loopback_only)
+    return opened
+
+
+def _guarded_client(resolver: Rebinding, deadline: float = 2.0, **settings: Any) -> HttpClient:
     """The real pool and network backend (no test transport), guard on."""
-    return HttpClient(HttpSettings(deadline=2.0, **settings), resolver=resolver)
+    return HttpClient(HttpSettings(deadline=deadline, **settings), resolver=resolver)
 
 
-def test_dns_rebinding_refused_at_connect_time(server: LocalServer) -> None:
+def test_dns_rebinding_refused_at_connect_time(server: LocalServer, dialled: list[str]) -> None:
     # the name passes the check as a public address, then rebinds to loopback: the
     # connection goes to an address checked at connect time, so it is refused there
     resolver = Rebinding(["8.8.8.8"], ["127.0.0.1"])
@@ -442,10 +459,10 @@ def test_dns_rebinding_refused_at_connect_time(server: LocalServer) -> None:
     refused = pytest.raises(PermanentFetchError, match=r"refused address 127\.0\.0\.1")
     with _guarded_client(resolver) as client, refused:
         client.fetch(f"http://rebind.test:{port}/feed")
-    assert resolver.calls == 2 and server.requests == []
+    assert resolver.calls == 2 and server.requests == [] and dialled == []
 
 
-def test_connects_to_the_checked_address(server: LocalServer) -> None:
+def test_connects_to_the_checked_address(server: LocalServer, dialled: list[str]) -> None:
     # "lan.test" exists only in our resolver: the request can reach the server only if
     # the connection goes to the address that was checked, not to a second lookup
     resolver = Rebinding(["127.0.0.1"])
@@ -454,13 +471,17 @@ def test_connects_to_the_checked_address(server: LocalServer) -> None:
         assert client.fetch(f"http://lan.test:{port}/feed").body == FEED
     (path, headers), *_ = server.requests
     assert path == "/feed" and headers["Host"] == f"lan.test:{port}"
+    assert dialled == ["127.0.0.1"]
 
 
-def test_next_checked_address_tried_when_one_refuses(server: LocalServer) -> None:
+def test_next_checked_address_tried_when_one_refuses(
+    server: LocalServer, dialled: list[str]
+) -> None:
     resolver = Rebinding(["127.0.0.2", "127.0.0.1"])  # nothing listens on 127.0.0.2
     port = server.server_address[1]
     with _guarded_client(resolver, allowed_networks=("127.0.0.0/8",)) as client:
         assert client.fetch(f"http://two.test:{port}/feed").body == FEED
+    assert dialled == ["127.0.0.2", "127.0.0.1"]
 
 
 @pytest.fixture
@@ -491,11 +512,12 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
 
 
 def test_tls_to_the_checked_address_verifies_the_name(
-    tls_server: tuple[int, Path, list[str]],
+    tls_server: tuple[int, Path, list[str]], dialled: list[str]
 ) -> None:
     port, cert, names = tls_server
     resolver = Rebinding(["127.0.0.1"])
-    with _guarded_client(resolver, allowed_networks=("127.0.0.1/32",)) as client:
+    settings = {"allowed_networks": ("127.0.0.1/32",), "deadline": 20.0}
+    with _guarded_client(resolver, **settings) as client:
         with pytest.raises(TransientFetchError, match="CERTIFICATE_VERIFY_FAILED"):
             client.fetch(f"https://lan.test:{port}/feed")  # not in the system's CAs
         trusted = ssl.create_default_context(cafile=str(cert))
