@@ -66,6 +66,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _LANES = 32  # connection-pool lanes (see _Lanes)
 _RESOLVED_TTL = 30.0  # seconds a (host, port) that passed the address guard is trusted
 _RESOLVED_MAX = 10_000
+_LANE_MEMORY = 10_000  # (host, slot) pairs whose last lane is remembered
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 
@@ -257,7 +258,9 @@ class _Lanes:
             self.transports = [_transport(tls, cap, backend) for cap in self._capacity]
         self._free = threading.Condition()
         self._busy = [0] * len(self.transports)
-        self._last: dict[tuple[str, int], int] = {}
+        # (host, slot) -> the lane it used last; the least recently placed are forgotten
+        # past _LANE_MEMORY entries (a forgotten one just goes to the emptiest lane)
+        self._last: OrderedDict[tuple[str, int], int] = OrderedDict()
 
     def take(self, slot: _Slot, timeout: float) -> int | None:
         """A lane with room for one more request, or None after ``timeout`` seconds of
@@ -277,6 +280,9 @@ class _Lanes:
                         self._free.wait(remaining)
                         continue
                     self._last[key] = lane
+                    self._last.move_to_end(key)
+                    if len(self._last) > _LANE_MEMORY:
+                        self._last.popitem(last=False)
                 self._busy[lane] += 1
                 return lane
 

@@ -202,3 +202,23 @@ def test_refused_address_never_remembered_and_every_hop_checked(
                 client.fetch(server.base + "/redirect/evil")  # the hop is still checked
     assert resolver.asked == ["127.0.0.1", "evil.test", "evil.test"]
     assert set(transport.hosts) == {"127.0.0.1"}  # evil.test was never connected to
+
+
+def test_lane_memory_stays_bounded_with_many_hosts() -> None:
+    # a daemon polling tens of thousands of hosts must not remember a lane for each
+    from types import SimpleNamespace
+
+    from adapters import http
+
+    lanes = http._Lanes(HttpSettings(max_connections=8), None)
+    try:
+        for number in range(http._LANE_MEMORY + 500):
+            slot: Any = SimpleNamespace(host=f"host{number}.test", index=0)
+            lane = lanes.take(slot, timeout=1.0)
+            assert lane is not None
+            lanes.give_back(lane)
+        assert len(lanes._last) == http._LANE_MEMORY
+        recent: Any = SimpleNamespace(host=f"host{http._LANE_MEMORY + 499}.test", index=0)
+        assert (recent.host, 0) in lanes._last and ("host0.test", 0) not in lanes._last
+    finally:
+        lanes.close()
