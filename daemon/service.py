@@ -161,9 +161,10 @@ class Daemon:
             stable_seconds=settings.inbox.stable_seconds,
         )
         self._stop = threading.Event()
+        self._signalled: int | None = None  # a stop signal not yet logged
         self._gate = WatchdogGate.for_notifier(self.notifier)
         self._ready = False
-        self._reload = threading.Event()
+        self._reload = False  # a plain flag: set from a signal handler, see below
         self._handled: dict[Path, float] = {}
         self._next_rescan = 0.0
         self._next_status = 0.0
@@ -218,17 +219,29 @@ class Daemon:
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
+    def _stopping(self) -> bool:
+        """True once a stop was asked for; says so in the log after a signal."""
+        if not self._stop.is_set():
+            return False
+        signum, self._signalled = self._signalled, None
+        if signum is not None:
+            log.info("signal received, finishing the batch in flight", signal=signum)
+        return True
+
     def request_reload(self, *_: object) -> None:
-        self._reload.set()
+        self._reload = True
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal received, finishing the batch in flight", signal=signum)
+            # Flags only. A handler runs between two bytecodes of the main thread, which
+            # may be inside the logger holding its (non-reentrant) lock: logging here
+            # deadlocked the daemon at stop. _stopping logs it instead.
+            self._signalled = signum
             self._stop.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        signal.signal(signal.SIGHUP, self.request_reload)  # an Event's set() takes a lock
 
     def _lock(self) -> InstanceLock | None:
         database = sqlite_path(self.services.engine)
@@ -267,7 +280,7 @@ class Daemon:
     def _loop(self) -> None:
         gate = self._gate
         batch_size = self.settings.inbox.batch_size
-        while not self._stop.is_set():
+        while not self._stopping():
             now = time.monotonic()
             # wake at least as often as the watchdog wants a ping
             ping = self.notifier.watchdog_interval or 0.5
@@ -280,7 +293,7 @@ class Daemon:
             if self._polled.is_set():
                 self._polled.clear()
                 self.services.projector.catch_up()
-            if self._reload.is_set():
+            if self._reload:
                 self._do_reload()
             self._housekeeping()
             gate.beat()
@@ -298,7 +311,7 @@ class Daemon:
         ready = self.watcher.scan()
         step = self.settings.inbox.batch_size * _PIPELINE
         for start in range(0, len(ready), step):
-            if self._stop.is_set():
+            if self._stopping():
                 break
             self._ingest(ready[start : start + step])
         interval = self.settings.inbox.rescan_seconds
@@ -350,7 +363,7 @@ class Daemon:
                 fresh,
                 batch_size=self.settings.inbox.batch_size,
                 loader=self._loader,
-                stop=self._stop.is_set,
+                stop=self._stopping,
                 each=done,
                 more=more,
             )
@@ -405,7 +418,7 @@ class Daemon:
             self._polled.set()
 
     def _do_reload(self) -> None:
-        self._reload.clear()
+        self._reload = False
         self.notifier.reloading()
         try:
             if self.config_path is not None:
