@@ -8,6 +8,7 @@ the directory of the config file. Two environment variables override the file:
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -54,6 +55,7 @@ class HttpSection:
     max_body_bytes: int = 15 * 1024 * 1024
     max_redirects: int = 5
     allow_private_networks: bool = False
+    allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the guard (LAN sources)
     per_host_concurrency: int = 2
     per_host_min_delay: float = 1.0
 
@@ -261,6 +263,8 @@ def _section(cls: type, name: str, values: Mapping[str, Any]) -> Any:
 
 
 def _check(key: str, default: Any, value: Any) -> Any:
+    if key == "http.allowed_networks":
+        return _networks(key, value)
     expected = type(default)
     if default is None or default is MISSING:
         return _check_optional(key, value)
@@ -275,6 +279,18 @@ def _check(key: str, default: Any, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(key, f"must be a finite number, got {value!r}")
     return value
+
+
+def _networks(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(key, f'must be a list of networks like "10.1.0.0/16", got {value!r}')
+    networks = []
+    for text in value:
+        try:
+            networks.append(str(ipaddress.ip_network(text.strip())))
+        except ValueError as exc:
+            raise ConfigError(key, f"{text!r} is not a network: {exc}") from None
+    return tuple(networks)
 
 
 def _check_optional(key: str, value: Any) -> Any:

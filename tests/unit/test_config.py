@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from adapters.http import HttpClient, HttpSettings
 from daemon import config
 from daemon.errors import ConfigError
 
@@ -33,6 +35,9 @@ def test_sample_config_loads_and_documents_every_setting() -> None:
         ({"inbox": {"max_file_bytes": -1}}, "inbox.max_file_bytes"),
         ({"inbox": {"after_ingest": "shred"}}, "inbox.after_ingest"),
         ({"log": {"format": "xml"}}, "log.format"),
+        ({"http": {"allowed_networks": "10.0.0.0/8"}}, "http.allowed_networks"),
+        ({"http": {"allowed_networks": ["10.0.0.1/8"]}}, "http.allowed_networks"),
+        ({"http": {"allowed_networks": ["lan"]}}, "http.allowed_networks"),
     ],
 )
 def test_bad_settings_name_the_dotted_key(raw: dict[str, object], key: str) -> None:
@@ -121,3 +126,12 @@ def test_settings_wrong_together_name_the_key(raw: dict[str, object], key: str) 
     with pytest.raises(ConfigError) as caught:
         config.from_mapping(raw, base_dir=Path("/srv"))
     assert caught.value.key == key
+
+
+def test_allowed_networks_reach_the_http_client() -> None:
+    raw = {"http": {"allowed_networks": ["10.1.0.0/16", " fd00:1::/64 "]}}
+    settings = config.from_mapping(raw, base_dir=Path("/srv"))
+    assert settings.http.allowed_networks == ("10.1.0.0/16", "fd00:1::/64")
+    client = HttpClient(HttpSettings(**dataclasses.asdict(settings.http)))
+    with client:
+        assert client._is_allowed("10.1.2.3") and not client._is_allowed("10.2.0.1")
