@@ -8,7 +8,6 @@ finish the batch in flight and return 0. SIGHUP reloads what can be reloaded.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import signal
@@ -389,21 +388,10 @@ class Daemon:
             self._checkpoint_wal()
 
     def _checkpoint_wal(self) -> None:
-        database = sqlite_path(self.services.engine)
-        if database is None:
-            return
-        pause = self._checkpointer.paused() if self._checkpointer else contextlib.nullcontext()
-        with pause, self.services.engine.connect() as conn:
-            # A TRUNCATE checkpoint waits for readers while holding the write lock; with
-            # no busy timeout it gives up at once instead of stalling every writer. The
-            # background checkpointer is paused: its PASSIVE run would make this busy.
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
-            try:
-                busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
-            finally:
-                conn.exec_driver_sql("PRAGMA busy_timeout=5000")
-            conn.rollback()
-        wal = Path(database + "-wal")
+        if self._checkpointer is None:
+            return  # not SQLite
+        busy = self._checkpointer.truncate()
+        wal = Path(self._checkpointer.database + "-wal")
         size = wal.stat().st_size if wal.exists() else 0
         if busy and size > self.settings.storage.wal_warn_bytes:
             log.warning(

@@ -29,10 +29,19 @@ class WalCheckpointer:
         self._thread: threading.Thread | None = None
         self._running = threading.Lock()  # held during each checkpoint
 
-    def paused(self) -> threading.Lock:
-        """``with checkpointer.paused():`` no background checkpoint runs inside (for the
-        daemon's own TRUNCATE checkpoint, which a PASSIVE one would make busy)."""
-        return self._running
+    def truncate(self) -> bool:
+        """Checkpoint the whole WAL and truncate it, now, in the caller's thread; True if
+        a reader's open transaction kept it busy. A TRUNCATE checkpoint waits for
+        readers while holding the write lock, so with no busy timeout it gives up at
+        once instead of stalling every writer; background runs are held off meanwhile
+        (a PASSIVE one would make it busy)."""
+        with self._running:
+            conn = sqlite3.connect(self.database, isolation_level=None, timeout=0)
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.close()
+        return bool(busy)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)

@@ -23,8 +23,9 @@ _AUTOCHECKPOINT_BYTES = 64 * 1024 * 1024
 # Dirty pages a transaction may hold in memory before SQLite spills them into the WAL
 # mid-transaction. The default cache (2 MB) is smaller than one inbox batch (500 texts
 # written into events, articles and article_versions: about 10 MB), and spilling wrote
-# each random-keyed index page many times over; measured in docs/performance.md. Larger
-# transactions (a rebuild replays the whole log in one) still spill past this bound.
+# index pages more than once: cheaper inserts when the disk is slow, about even when it
+# is quiet (docs/performance.md). Larger transactions (a rebuild replays the whole log
+# in one) still spill past this bound, so memory stays bounded.
 _SPILL_BYTES = 32 * 1024 * 1024
 IMMEDIATE = {"storyline_write": True}
 # Projection writes: rebuildable from the log, and each batch commits with its checkpoint,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -79,16 +79,18 @@ def _lanes_client(**overrides: Any) -> HttpClient:
     return HttpClient(HttpSettings(**options))
 
 
+def _concurrently(*calls: Callable[[], object]) -> None:
+    """Run each call in a thread of its own, all at once; wait up to 10 s for each."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+
 def test_open_connections_never_exceed_max_connections(pool_server: _PoolServer) -> None:
     with _lanes_client(per_host_concurrency=8, max_connections=3) as client:
-        threads = [
-            threading.Thread(target=client.fetch, args=(pool_server.base + "/hold",))
-            for _ in range(8)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        _concurrently(*[lambda: client.fetch(pool_server.base + "/hold")] * 8)
     assert len(pool_server.cookies) == 8  # every request was answered
     assert pool_server.max_in_flight <= 3
     assert len(pool_server.ports) <= 3
@@ -110,15 +112,11 @@ def test_a_request_takes_whichever_lane_frees_first(pool_server: _PoolServer) ->
             outcome[name] = f"{type(exc).__name__}: {exc}"
 
     with _lanes_client(max_connections=2, deadline=3.0, timeout_read=3.0) as client:
-        threads = [
-            threading.Thread(target=fetch, args=("A", f"http://localhost:{port}/sleep/2500", 0)),
-            threading.Thread(target=fetch, args=("B", f"http://127.0.0.1:{port}/sleep/300", 0.05)),
-            threading.Thread(target=fetch, args=("C", f"http://127.0.0.1:{port}/sleep/800", 0.1)),
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        _concurrently(
+            lambda: fetch("A", f"http://localhost:{port}/sleep/2500", 0),
+            lambda: fetch("B", f"http://127.0.0.1:{port}/sleep/300", 0.05),
+            lambda: fetch("C", f"http://127.0.0.1:{port}/sleep/800", 0.1),
+        )
     assert outcome == {"A": "ok", "B": "ok", "C": "ok"}
     assert pool_server.max_in_flight <= 2
 
@@ -133,14 +131,7 @@ def test_one_host_reuses_its_connection(pool_server: _PoolServer) -> None:
 def test_a_host_uses_no_more_connections_than_slots(pool_server: _PoolServer) -> None:
     with _lanes_client(per_host_concurrency=2, max_connections=64) as client:
         for _ in range(3):
-            threads = [
-                threading.Thread(target=client.fetch, args=(pool_server.base + "/hold",))
-                for _ in range(6)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(10)
+            _concurrently(*[lambda: client.fetch(pool_server.base + "/hold")] * 6)
     assert pool_server.max_in_flight <= 2
     assert len(pool_server.ports) <= 2  # each (host, slot) keeps to its lane
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from storage.checkpoint import WalCheckpointer
 from storage.db import PAGE_SIZE, make_engine
@@ -46,16 +47,23 @@ def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(
     assert _pragma(old, "page_size") == 4096
 
 
+def _with_filler(tmp_path: Path, **options: Any) -> tuple[Path, Engine]:
+    """A new storyline database with an extra table ``filler (x BLOB)`` to write to."""
+    database = tmp_path / "storyline.db"
+    engine = make_engine(f"sqlite:///{database}", **options)
+    create_schema(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE filler (x BLOB)")
+        conn.commit()
+    return database, engine
+
+
 def test_without_autocheckpoints_the_background_checkpointer_moves_the_wal_into_the_file(
     tmp_path: Path,
 ) -> None:
-    database = tmp_path / "storyline.db"
-    engine = make_engine(f"sqlite:///{database}", autocheckpoint=False)
-    create_schema(engine)
+    database, engine = _with_filler(tmp_path, autocheckpoint=False)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
-        conn.exec_driver_sql("CREATE TABLE filler (x BLOB)")
-        conn.commit()
         for _ in range(20):  # 20 x 400 KB, far past SQLite's own 4 MB threshold
             conn.execute(text("INSERT INTO filler VALUES (randomblob(400000))"))
             conn.commit()
@@ -79,14 +87,10 @@ def test_a_batch_stays_in_memory_until_commit_and_a_larger_transaction_spills(
     # An inbox batch (about 10 MB of pages) is written to the WAL once, at commit; a
     # transaction past the 32 MiB bound (a rebuild of a large log) spills instead of
     # holding every page in memory.
-    database = tmp_path / "storyline.db"
-    engine = make_engine(f"sqlite:///{database}")
-    create_schema(engine)
+    database, engine = _with_filler(tmp_path)
     wal = Path(f"{database}-wal")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA cache_spill").scalar() == 32 * 1024 * 1024 // PAGE_SIZE
-        conn.exec_driver_sql("CREATE TABLE filler (x BLOB)")
-        conn.commit()
         committed = wal.stat().st_size
         for _ in range(25):  # 10 MB, uncommitted
             conn.execute(text("INSERT INTO filler VALUES (randomblob(400000))"))
@@ -96,3 +100,24 @@ def test_a_batch_stays_in_memory_until_commit_and_a_larger_transaction_spills(
         assert wal.stat().st_size > committed  # spilled before commit
         conn.rollback()
     engine.dispose()
+
+
+def test_truncate_empties_the_wal_unless_a_reader_holds_it(tmp_path: Path) -> None:
+    database, engine = _with_filler(tmp_path, autocheckpoint=False)
+    wal = Path(f"{database}-wal")
+    checkpointer = WalCheckpointer(str(database))
+    with engine.connect() as conn:
+        conn.execute(text("INSERT INTO filler VALUES (randomblob(400000))"))
+        conn.commit()
+    reader = sqlite3.connect(database)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM filler").fetchone()  # a read transaction
+        assert checkpointer.truncate() is True  # busy: the reader still needs the WAL
+        assert wal.stat().st_size > 0
+        reader.rollback()
+        assert checkpointer.truncate() is False
+        assert wal.stat().st_size == 0
+    finally:
+        reader.close()
+        engine.dispose()
