@@ -116,6 +116,56 @@ def test_atom_entries() -> None:
     assert no_id.body == "Plain paragraph one.\n\nParagraph two."  # xhtml content
 
 
+_NESTED_BASES = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="/news/">
+  <title>Bases</title>
+  <entry xml:base="2026/">
+    <id>story-1</id><title>Relative id and link</title>
+    <link href="story-1.html"/><content type="html">&lt;p&gt;One&lt;/p&gt;</content>
+  </entry>
+  <entry xml:base="https://other.example.org/feeds/">
+    <id>https://other.example.org/id/2</id><title>Absolute base</title>
+    <link href="../story-2.html"/><summary>Two</summary>
+  </entry>
+  <entry xml:base="javascript:alert(1)//">
+    <id>3</id><title>Unsafe base</title><link href="story-3.html"/><summary>Three</summary>
+  </entry>
+</feed>
+"""
+
+_RELATIVE_GUIDS = b"""<?xml version="1.0"?>
+<rss version="2.0"><channel><title>Guids</title>
+  <item><guid>/items/1</guid><title>Permalink, no link</title><description>a</description></item>
+  <item><guid isPermaLink="false">item-2</guid><title>Opaque guid</title><link>/2</link></item>
+</channel></rss>
+"""
+
+
+def test_cached_base_joins_give_feedparsers_own_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """extract_feed caches feedparser's base-URI join; the output must not change."""
+    import feedparser.mixin
+
+    cached = feedparser.mixin.make_safe_absolute_uri
+    assert hasattr(cached, "cache_info"), "the cache is not installed"
+    bodies = [p.read_bytes() for p in sorted(FIXTURES.glob("*.xml"))]
+    bodies += [_NESTED_BASES, _RELATIVE_GUIDS]
+    headers = [{}, {"Content-Location": "https://feeds.example.com/sub/feed.xml"}]
+
+    def outputs() -> list[dict[str, Any]]:
+        return [extract_feed(b, FEED_URL, h) for b in bodies for h in headers]
+
+    with_cache = outputs()
+    monkeypatch.setattr(feedparser.mixin, "make_safe_absolute_uri", cached.__wrapped__)
+    assert outputs() == with_cache
+    nested = parse_feed_inline(_NESTED_BASES, url=FEED_URL)
+    assert [o.url for o in nested.observations] == [
+        "https://feeds.example.com/news/2026/story-1.html",
+        "https://other.example.org/story-2.html",
+        "https://feeds.example.com/news/story-3.html",
+    ]
+    assert nested.observations[0].guid == "https://feeds.example.com/news/2026/story-1"
+
+
 def test_html_to_text() -> None:
     html = (
         "<div>Intro &amp; more</div><p>One<br>two</p><script>var x = '<p>';</script>"
