@@ -15,7 +15,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -95,8 +95,8 @@ def evolve(state: ArticleState, event: DomainEvent, stream_version: int) -> Arti
             observed_at=event.observed_at,
             event=event,
         )
-        return replace(state, stream_version=stream_version, versions=(*state.versions, known))
-    return replace(state, stream_version=stream_version)
+        return ArticleState(state.article_id, stream_version, (*state.versions, known))
+    return ArticleState(state.article_id, stream_version, state.versions)
 
 
 def decide(

@@ -112,14 +112,32 @@ def json_dumps(value: Any) -> str:
 
 
 def _finite(value: Any) -> bool:
-    """False if ``value`` holds a NaN or an infinity anywhere."""
-    if isinstance(value, float):
+    """False if ``value`` holds a NaN or an infinity anywhere.
+
+    This runs on every payload and metadata document, so the common leaves (str, int,
+    None) are passed over by their exact type, without a call each."""
+    kind = type(value)
+    if kind is dict:
+        values: Any = value.values()
+    elif kind is list or kind is tuple:
+        values = value
+    elif isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return all(_finite(v) for v in value)
+    elif isinstance(value, dict):
+        values = value.values()
+    elif isinstance(value, list | tuple):
+        values = value
+    else:
+        return True
+    for item in values:
+        if item is None or type(item) in _PLAIN:
+            continue
+        if not _finite(item):
+            return False
     return True
+
+
+_PLAIN = frozenset({str, int, bool})  # leaves that cannot be a NaN or an infinity
 
 
 _JSON_CODEC: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json.loads}

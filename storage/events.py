@@ -157,7 +157,18 @@ class UnknownEventType(ValueError):
 
 def encode(event: DomainEvent) -> JsonDict:
     """The JSON-ready payload of an event: datetimes as ISO-8601 UTC, tuples as lists."""
-    return {f.name: _to_json(getattr(event, f.name)) for f in dataclasses.fields(event)}
+    names = _FIELD_NAMES.get(type(event))
+    if names is None:
+        names = _FIELD_NAMES[type(event)] = tuple(f.name for f in dataclasses.fields(event))
+    payload = {}
+    for name in names:
+        value = getattr(event, name)
+        payload[name] = value if value is None or type(value) in _AS_IS else _to_json(value)
+    return payload
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_AS_IS = frozenset({str, int, bool, float})  # written to JSON as they are
 
 
 def decode(event_type: str, schema_version: int, payload: JsonDict) -> DomainEvent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 import zlib
 from datetime import UTC, datetime
 
@@ -51,6 +52,8 @@ def test_append_assigns_increasing_positions_and_reads_back(engine: Engine) -> N
     assert stored[0].recorded_at == NOW
     assert stored[0].metadata == {"source_id": "test"}
     assert store.head() == stored[-1].position
+    ids = [uuid.UUID(e.event_id) for e in stored]
+    assert len(set(ids)) == 3 and {i.version for i in ids} == {4}
 
 
 def test_reappending_the_same_event_is_a_no_op(engine: Engine) -> None:

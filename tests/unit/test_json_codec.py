@@ -26,3 +26,15 @@ def test_every_document_reads_back_as_the_stdlib_would_read_it(value: object) ->
 
 def test_nan_is_written_as_the_stdlib_writes_it() -> None:
     assert math.isnan(json.loads(json_dumps({"x": math.nan}))["x"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"deep": [{"a": [None, "x", {"b": -math.inf}]}]},
+        {"tuple": ("a", 1, (2, math.nan))},
+        [1, True, None, {"x": [math.inf]}],
+    ],
+)
+def test_a_non_finite_number_anywhere_is_written_by_the_stdlib(value: object) -> None:
+    assert json_dumps(value) == json.dumps(value)
