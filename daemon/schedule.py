@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -36,7 +36,7 @@ from storage.db import IMMEDIATE
 from storage.errors import ConcurrencyError, StoreError, StoreUnavailable
 from storage.events import ArticleTrackingStopped, to_iso
 from storage.schema import fetch_log, source_config, source_state
-from storage.store import EventStore, NewEvent
+from storage.store import EventStore, NewEvent, StoredEvent
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +135,7 @@ class Poller:
         lease_seconds: float = 300.0,
         follow: Callable[[str, list[str], datetime], None] | None = None,
         stopping: threading.Event | None = None,
+        project: Callable[[Sequence[StoredEvent]], int] | None = None,
     ) -> None:
         self.engine, self.store, self.http, self.parser = engine, store, http, parser
         self.policy, self.clock, self.workers = policy, clock, workers
@@ -144,6 +145,9 @@ class Poller:
         # set on shutdown: checks not started are skipped
         self.stopping = stopping or threading.Event()
         self.owner = f"{os.uname().nodename}:{os.getpid()}"
+        # applies events just appended (the daemon's projector): articles show up batch
+        # by batch during a long cycle, and the CPU work overlaps the fetching
+        self.project = project
 
     def run_cycle(self, *, all_sources: bool = False) -> CycleReport:
         """Check every due source (or all) and record each check.
@@ -272,11 +276,18 @@ class Poller:
         now = self.clock()
         pending = [p for c in batch for p in c.pending]
         try:
-            result, _ = record(self.store, pending, now, blobs=[c.blob for c in batch if c.blob])
+            result, appended = record(
+                self.store, pending, now, blobs=[c.blob for c in batch if c.blob]
+            )
         except StoreError as exc:
             for check in batch:
                 check.outcome, check.error = "failed", str(exc)
             return
+        if appended is not None and self.project is not None:
+            try:
+                self.project(appended.events)
+            except Exception:  # the events are in the log: a later catch-up applies them
+                log.warning("could not project this batch yet", exc_info=True)
         start = 0
         for check in batch:
             outcomes = result.outcomes[start : start + len(check.pending)]

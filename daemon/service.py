@@ -113,6 +113,7 @@ class Services:
                 lease_seconds=s.scheduler.lease_seconds,
                 follow=self.registry.follow_links,
                 stopping=self.stopping,
+                project=self.projector.catch_up,
             )
         return self._poller
 
