@@ -118,6 +118,38 @@ def test_entries_become_articles_and_a_second_poll_appends_nothing(
     assert sorted(by_source.values()) == [["new", "not-modified"], ["new", "unchanged"]]
 
 
+def test_articles_are_visible_when_the_cycle_returns(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    """The poller projects each batch it appends: no catch-up needed afterwards."""
+    server.serve("/feed.xml", Reply(200, rss(entries(3))))
+    add(services, server, "/feed.xml", clock)
+    services.projector.catch_up()  # the source.added event
+
+    assert services.poller.run_cycle().outcomes == {"new": 1}
+    assert services.projector.lag()["articles"] == 0
+    with services.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM articles")).scalar() == 3
+
+
+def test_a_projection_failure_in_the_cycle_loses_nothing(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    server.serve("/feed.xml", Reply(200, rss(entries(2))))
+    add(services, server, "/feed.xml", clock)
+
+    def broken(_events: object) -> int:
+        raise RuntimeError("projection unavailable")
+
+    services.poller.project = broken
+    assert services.poller.run_cycle().outcomes == {"new": 1}  # appended all the same
+    assert services.projector.lag()["articles"] > 0
+    assert sorted(t for (t,) in query(services, "SELECT title FROM articles")) == [
+        "Story 0",
+        "Story 1",
+    ]
+
+
 def test_changed_entry_text_is_a_revision(services: Services, server: Server, clock: Clock) -> None:
     feed = {"body": rss(entries(2))}
     server.serve("/f.xml", lambda _h: Reply(200, feed["body"]))
