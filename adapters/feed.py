@@ -6,7 +6,8 @@ Three steps, so the risky one can run in a worker process with a wall-clock limi
    XML parser runs.
 2. :func:`extract_feed` (in a worker, see :class:`FeedParserPool`): feedparser, given the
    bytes wrapped in ``BytesIO`` (handed a bare ``bytes`` value that happens to name a file,
-   feedparser 6.0 opens the file), then HTML to text. It returns plain dicts of str, int,
+   feedparser 6.0 opens the file), then HTML to text and links made absolute (urljoin
+   is costly enough to keep off the caller). It returns plain dicts of str, int,
    bool and None: that is all that crosses the process boundary (cheap and safe to
    pickle; feedparser's own objects and our dataclasses stay on their side).
 3. :func:`build_result` (in the caller): identity rules and :class:`Observation` objects.
@@ -99,7 +100,7 @@ def extract_feed(body: bytes, url: str, headers: Mapping[str, str]) -> dict[str,
         "bozo_reason": f"{type(exc).__name__}: {exc}" if exc is not None else None,
         "title": _detail_text(parsed.feed, "title") or None,
         "ttl": str(_raw(parsed.feed, "ttl") or ""),
-        "entries": [_entry(e) for e in parsed.entries],
+        "entries": [_entry(e, url) for e in parsed.entries],
     }
 
 
@@ -109,10 +110,12 @@ def _raw(node: Any, key: str) -> Any:
     return dict.get(node, key)
 
 
-def _entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+def _entry(entry: Mapping[str, Any], feed_url: str) -> dict[str, Any]:
+    link = (_raw(entry, "link") or "").strip()
     return {
         "id": (_raw(entry, "id") or "").strip(),
-        "link": (_raw(entry, "link") or "").strip(),
+        "link": link,
+        "url": _absolute_link(link, feed_url),  # urljoin is costly: done here, in parallel
         "title": _detail_text(entry, "title"),
         "body": _best_body(entry),
         "published": _timestamp(_raw(entry, "published_parsed")),
@@ -169,7 +172,7 @@ def build_result(raw: Mapping[str, Any], *, url: str) -> FeedResult:
         raise UnusableInput("not-a-feed", f"not a feed at {url}: {reason}")
     title = raw["title"]
     guids = _unique_guids(entries)
-    observations = [_observation(e, g, title, url) for e, g in zip(entries, guids, strict=True)]
+    observations = [_observation(e, g, title) for e, g in zip(entries, guids, strict=True)]
     dates = [_datetime(e["published"] or e["updated"]) for e in entries]
     return FeedResult(
         observations=observations,
@@ -199,11 +202,11 @@ def _content_guid(entry: Mapping[str, Any]) -> str:
     return "sha256:" + sha256_text(entry["title"] + "\n" + entry["body"])
 
 
-def _observation(entry: Mapping[str, Any], guid: str, source: str | None, url: str) -> Observation:
+def _observation(entry: Mapping[str, Any], guid: str, source: str | None) -> Observation:
     return Observation(
         title=entry["title"],
         body=entry["body"],
-        url=_absolute_link(entry["link"], url),
+        url=entry["url"],
         source_name=source,
         published_at=_datetime(entry["published"]),
         updated_at=_datetime(entry["updated"]),

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -69,3 +69,18 @@ def test_upcaster_brings_an_old_payload_up_to_date(monkeypatch: pytest.MonkeyPat
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
         events.to_iso(datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 11, 22, 12, 0, 5, 123456, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=-8))),
+        datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # strftime does not pad
+        datetime(1, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_timestamps_are_written_exactly_as_before(value: datetime) -> None:
+    """Stored payloads are compared on re-append: their timestamps must not change."""
+    assert events.to_iso(value) == value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
