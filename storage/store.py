@@ -122,7 +122,8 @@ class EventStore:
         if sqlite and fresh and last is not None and last - (before or 0) == len(fresh):
             # SQLite, one executemany under the write lock: rowids follow the rows
             first = last - len(fresh) + 1
-            written = tuple(self._written(first + i, row) for i, row in enumerate(fresh))
+            recorded = now.astimezone(UTC)
+            written = tuple(self._written(first + i, row, recorded) for i, row in enumerate(fresh))
         return AppendResult(len(fresh), len(rows) - len(fresh), last if fresh else None, written)
 
     def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
@@ -206,9 +207,11 @@ class EventStore:
         return fresh
 
     @staticmethod
-    def _written(position: int, row: dict[str, Any]) -> StoredEvent:
+    def _written(position: int, row: dict[str, Any], recorded_at: datetime) -> StoredEvent:
         """The StoredEvent that reading ``row`` back at ``position`` would give."""
         occurred = row["occurred_at"]
+        if occurred is not None and occurred.tzinfo is not UTC:
+            occurred = occurred.astimezone(UTC)
         return StoredEvent(
             position=position,
             event_id=row["event_id"],
@@ -217,8 +220,8 @@ class EventStore:
             idempotency_key=row["idempotency_key"],
             event_type=row["event_type"],
             schema_version=row["schema_version"],
-            occurred_at=occurred.astimezone(UTC) if occurred is not None else None,
-            recorded_at=row["recorded_at"].astimezone(UTC),
+            occurred_at=occurred,
+            recorded_at=recorded_at,
             payload=row["payload"],
             metadata=row["metadata"],
         )
