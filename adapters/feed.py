@@ -20,6 +20,7 @@ Two entries of one feed with the same guid are both kept: the second becomes
 from __future__ import annotations
 
 import calendar
+import collections
 import contextlib
 import functools
 import io
@@ -27,6 +28,7 @@ import multiprocessing
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -262,6 +264,8 @@ def _answer(target: Extractor, job: tuple[bytes, str, dict[str, str]]) -> tuple[
 
 
 class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
     def __init__(self, ctx: Any, target: Extractor) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
@@ -274,14 +278,6 @@ class _Worker:
             self.kill()
             raise AdapterError(f"feed parser worker did not start in {_STARTUP_TIMEOUT:g} s")
         self.conn.recv()
-
-    def call(self, job: tuple[bytes, str, dict[str, str]], timeout: float) -> tuple[Any, ...]:
-        """The worker's answer, or () when it ran out of time or died."""
-        try:
-            self.conn.send(job)
-            return self.conn.recv() if self.conn.poll(timeout) else ()
-        except (EOFError, OSError):
-            return ()
 
     def stop(self) -> None:
         if self.dead:
@@ -302,13 +298,140 @@ class _Worker:
         self.process.close()
 
 
+Job = tuple[bytes, str, dict[str, str]]
+
+
+class _Call:
+    """One parse request: the job, and the worker's answer once there is one. An empty
+    answer means the job ran out of time or its worker died while running it."""
+
+    __slots__ = ("answer", "done", "error", "job")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.answer: tuple[Any, ...] = ()
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+    def finish(self, answer: tuple[Any, ...] = (), error: Exception | None = None) -> None:
+        self.answer, self.error = answer, error
+        self.done.set()
+
+
+# Jobs kept in one worker's pipe: while it parses one, the next is already there, so it
+# never waits for the polling process (whose threads share one GIL) to hand it work.
+_DEPTH = 2
+# ... but only jobs this small go in behind another: a send blocks when the socket's
+# buffer (208 KiB by default on Linux) is full, and a feeder blocked there could not
+# enforce the running job's time limit
+_PIPELINED_MAX = 64 * 1024
+# how often a feeder with room in the pipe looks for new jobs while one runs
+_TOP_UP_EVERY = 0.002
+
+
+class _Feeder:
+    """The thread that owns one worker process: it sends jobs from the pool's queue,
+    keeps ``_DEPTH`` of them in the pipe, and hands each answer back to its caller.
+
+    A job's wall-clock limit runs from when the worker can start it (sent to an idle
+    worker, or the answer before it received), not from when it was queued. A job that
+    overruns it gets no answer and its worker is killed; the jobs sent after it never
+    started, and go first to the worker started in its place.
+    """
+
+    def __init__(self, pool: FeedParserPool, worker: _Worker) -> None:
+        self.pool, self.worker = pool, worker
+        self.sent: collections.deque[_Call] = collections.deque()  # in the pipe, oldest first
+        self.retry: collections.deque[_Call] = collections.deque()  # to send before the queue
+        self.thread = threading.Thread(target=self._run, name="feed-parser-feeder", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        finally:  # on a bug too: no caller is left waiting for an answer that cannot come
+            self.worker.stop()
+            for call in (*self.sent, *self.retry):
+                call.finish(error=AdapterError("feed parser pool stopped before this job"))
+
+    def _serve(self) -> None:
+        timeout, sent, retry = self.pool._timeout, self.sent, self.retry
+        started = 0.0  # when sent[0] could start
+        while True:
+            if not sent:
+                call = retry.popleft() if retry else self.pool._next(wait=True)
+                if call is None:
+                    return  # the pool is closed and its queue empty
+                if self._send(call):
+                    sent.append(call)
+                    started = time.monotonic()
+                continue
+            self._top_up(sent, retry)
+            conn = self.worker.conn
+            deadline = started + timeout
+            slice_ = _TOP_UP_EVERY if len(sent) < _DEPTH else timeout
+            try:
+                ready = conn.poll(max(0.0, min(deadline - time.monotonic(), slice_)))
+                answer: tuple[Any, ...] | None = conn.recv() if ready else None
+            except (EOFError, OSError):  # the worker died during the head's job
+                answer = ()
+            if answer is None:
+                if time.monotonic() < deadline:
+                    continue  # only a pause to top up the pipe
+                answer = ()  # out of time
+            head = sent.popleft()
+            if not answer:
+                self.worker.kill()
+                retry.extendleft(reversed(sent))  # they never started: first, in order
+                sent.clear()
+            else:
+                started = time.monotonic()
+            head.finish(answer)
+
+    def _top_up(self, sent: collections.deque[_Call], retry: collections.deque[_Call]) -> None:
+        """Fill the pipe up to ``_DEPTH`` jobs from what is waiting, without blocking."""
+        while len(sent) < _DEPTH:
+            call = retry.popleft() if retry else self.pool._next(wait=False)
+            if call is None:
+                return
+            if len(call.job[0]) > _PIPELINED_MAX:
+                retry.appendleft(call)  # sent once the pipe is empty
+                return
+            try:
+                self.worker.conn.send(call.job)
+            except OSError:  # the worker is dead: the wait for the head's answer says so
+                retry.appendleft(call)
+                return
+            sent.append(call)
+
+    def _send(self, call: _Call) -> bool:
+        """Send ``call`` to the worker, starting one if it is dead; if none can be
+        started or it will not take the job, finish ``call`` with the reason."""
+        for attempt in (1, 2):  # a worker found dead when sent to: once more, on a new one
+            if self.worker.dead:
+                try:
+                    self.worker = _Worker(self.pool._ctx, self.pool._target)
+                except Exception as exc:  # the check fails readably; later calls try again
+                    call.finish(error=AdapterError(f"cannot start a feed parser worker: {exc}"))
+                    return False
+            try:
+                self.worker.conn.send(call.job)
+                return True
+            except OSError as exc:
+                self.worker.kill()
+                if attempt == 2:
+                    call.finish(error=AdapterError(f"feed parser worker refused the job: {exc}"))
+        return False
+
+
 class FeedParserPool:
     """Long-lived worker processes running feedparser under a wall-clock limit.
 
-    Owned by the daemon (no module-level state); thread-safe: a caller takes an idle
-    worker, waits for it if all are busy. A worker that overruns ``timeout`` is killed
-    and replaced; one that finishes is reused. ``target`` is replaceable for tests and
-    must be a module-level function (it is pickled by name into the worker).
+    Owned by the daemon (no module-level state); thread-safe: callers queue their job
+    and wait for its answer. Each worker has a feeder thread (see :class:`_Feeder`); a
+    worker that overruns ``timeout`` is killed and replaced. ``target`` is replaceable
+    for tests and must be a module-level function (it is pickled by name into the
+    worker).
     """
 
     def __init__(
@@ -321,21 +444,33 @@ class FeedParserPool:
     ) -> None:
         self._ctx = multiprocessing.get_context(context)
         self._timeout, self._target = timeout, target
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()  # None: stop
         self._closed = threading.Event()
-        for _ in range(workers or multiprocessing.cpu_count()):
-            self._idle.put(_Worker(self._ctx, target))
+        started = []
+        try:
+            for _ in range(workers or multiprocessing.cpu_count()):
+                started.append(_Worker(self._ctx, target))
+        except BaseException:
+            for worker in started:
+                worker.kill()
+            raise
+        self._feeders = [_Feeder(self, worker) for worker in started]
 
     def parse(self, body: bytes, url: str, headers: Mapping[str, str] | None = None) -> FeedResult:
         check_prolog(body, headers)
         return build_result(self._run((body, url, dict(headers or {})), url), url=url)
 
-    def _run(self, job: tuple[bytes, str, dict[str, str]], url: str) -> dict[str, Any]:
-        worker = self._take()
-        answer = worker.call(job, self._timeout)
-        if not answer:
-            worker.kill()  # restarted when next taken: its slot is never lost
-        self._give_back(worker)
+    def _run(self, job: Job, url: str) -> dict[str, Any]:
+        if self._closed.is_set():
+            raise AdapterError("feed parser pool is closed")
+        call = _Call(job)
+        self._queue.put(call)
+        while not call.done.wait(0.5):
+            if not any(f.thread.is_alive() for f in self._feeders):
+                raise AdapterError("feed parser pool is closed")
+        if call.error is not None:
+            raise call.error
+        answer = call.answer
         if not answer:
             raise UnusableInput(
                 "parse-timeout", f"feed parsing at {url} exceeded {self._timeout:g} s"
@@ -344,37 +479,24 @@ class FeedParserPool:
             raise UnusableInput(answer[1], f"{answer[2]} (at {url})")
         return dict(answer[1])
 
-    def _take(self) -> _Worker:
-        while not self._closed.is_set():
-            try:
-                worker = self._idle.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if not worker.dead:
-                return worker
-            try:
-                return _Worker(self._ctx, self._target)
-            except Exception as exc:  # the check fails readably; the slot stays for later
-                self._idle.put(worker)
-                raise AdapterError(f"cannot start a feed parser worker: {exc}") from exc
-        raise AdapterError("feed parser pool is closed")
-
-    def _give_back(self, worker: _Worker) -> None:
-        self._idle.put(worker)
-        if self._closed.is_set():  # close() may have drained the queue before this put
-            self._stop_idle()
-
-    def _stop_idle(self) -> None:
+    def _next(self, *, wait: bool) -> _Call | None:
+        """The next queued call; None when there is none to wait for (``wait`` false, or
+        the pool closed: its queue ends with one None per feeder)."""
         while True:
             try:
-                self._idle.get_nowait().stop()
+                return self._queue.get(timeout=0.5) if wait else self._queue.get_nowait()
             except queue.Empty:
-                return
+                if not wait or self._closed.is_set():
+                    return None
 
     def close(self) -> None:
-        """Stop idle workers now; busy ones stop when their current job ends."""
+        """Refuse new jobs; each worker stops once the jobs already queued are answered
+        (an idle one at once: this waits up to a second for those)."""
         self._closed.set()
-        self._stop_idle()
+        for _ in self._feeders:
+            self._queue.put(None)
+        for feeder in self._feeders:
+            feeder.thread.join(1.0)
 
     def __enter__(self) -> FeedParserPool:
         return self

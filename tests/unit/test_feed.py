@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from adapters.errors import UnusableInput
+from adapters.errors import AdapterError, UnusableInput
 from adapters.feed import FeedParserPool, extract_feed, parse_feed, parse_feed_inline
 from adapters.htmltext import html_to_text
 from adapters.xmlguard import check_prolog
@@ -334,6 +336,74 @@ def test_pool_timeout_kills_worker_and_pool_stays_usable() -> None:
         assert info.value.reason == "parse-timeout"
         assert FEED_URL in str(info.value)
         assert len(pool.parse(fixture("rss2.xml"), FEED_URL).observations) == 3
+
+
+def crashing_extract(body: bytes, url: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Stands in for a parser that takes its process down: on b"crash"."""
+    if body == b"crash":
+        time.sleep(0.5)  # the next job is in the pipe by then
+        os._exit(3)
+    return slow_extract(body, url, headers)
+
+
+def _in_threads(pool: FeedParserPool, bodies: list[bytes]) -> list[Any]:
+    """Parse each body on its own thread, all at once; each one's result or error."""
+    results: list[Any] = [None] * len(bodies)
+
+    def one(i: int) -> None:
+        try:
+            results[i] = pool.parse(bodies[i], FEED_URL)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # in this order
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def _titled(title: str) -> bytes:
+    return fixture("rss2.xml").replace(b"The Example Times", title.encode())
+
+
+def test_pool_hands_each_caller_its_own_answer() -> None:
+    """One worker, jobs kept two deep in its pipe: every answer goes to its caller."""
+    titles = [f"Feed {i}" for i in range(12)]
+    with FeedParserPool(workers=1, timeout=10) as pool:
+        results = _in_threads(pool, [_titled(t) for t in titles])
+    assert [r.title for r in results] == titles
+
+
+def test_jobs_queued_behind_a_hung_one_are_not_failed_with_it() -> None:
+    big = _titled("Big") + b"<!--" + b"x" * 1_000_000 + b"-->"  # more than a socket holds
+    with FeedParserPool(workers=1, timeout=1.0, target=slow_extract) as pool:
+        started = time.monotonic()
+        hung, large, small = _in_threads(pool, [b"slow", big, _titled("Small")])
+        assert time.monotonic() - started < 10  # the limit held: no wait on the 60 s hang
+    assert isinstance(hung, UnusableInput) and hung.reason == "parse-timeout"
+    assert small.title == "Small" and large.title == "Big"
+
+
+def test_a_worker_that_dies_fails_only_its_own_job() -> None:
+    with FeedParserPool(workers=1, timeout=5.0, target=crashing_extract) as pool:
+        crashed, after = _in_threads(pool, [b"crash", _titled("After")])
+        assert isinstance(crashed, UnusableInput)
+        assert after.title == "After"
+        assert pool.parse(_titled("Later"), FEED_URL).title == "Later"
+
+
+def test_a_closed_pool_refuses_jobs_and_stops_its_workers() -> None:
+    pool = FeedParserPool(workers=2, timeout=5.0)
+    processes = [f.worker.process for f in pool._feeders]
+    assert pool.parse(_titled("Before"), FEED_URL).title == "Before"
+    pool.close()
+    with pytest.raises(AdapterError, match="closed"):
+        pool.parse(_titled("After"), FEED_URL)
+    assert all(not f.thread.is_alive() for f in pool._feeders)
+    assert all(f.worker.dead for f in pool._feeders) and len(processes) == 2
 
 
 def test_parse_feed_one_shot() -> None:
