@@ -151,7 +151,7 @@ def _storyline_phases(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from daemon.config import SourceEntry, from_mapping
-    from daemon.service import Services, utc_now
+    from daemon.service import Services, tune_gc, utc_now
     from storage.schema import articles, events
 
     raw = {
@@ -165,6 +165,7 @@ def _storyline_phases(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "scheduler": {"workers": args.workers, "parser_processes": args.parser_processes},
     }
     services = Services(from_mapping(raw, base_dir=tmp))
+    tune_gc()  # as the storyline command does
     out: dict[str, Any] = {}
     try:
         services.prepare()

@@ -150,7 +150,7 @@ def _storyline_phases(args: argparse.Namespace, base: str, tmp: Path) -> dict[st
 
     import adapters.page  # noqa: F401  (trafilatura: imported once, outside the timings)
     from daemon.config import SourceEntry, from_mapping
-    from daemon.service import Services, utc_now
+    from daemon.service import Services, tune_gc, utc_now
     from storage.schema import events, fetch_log
 
     raw = {
@@ -159,6 +159,7 @@ def _storyline_phases(args: argparse.Namespace, base: str, tmp: Path) -> dict[st
         "scheduler": {"workers": args.workers},
     }  # fmt: skip
     services = Services(from_mapping(raw, base_dir=tmp))
+    tune_gc()  # as the storyline command does
     n = args.pages
     out: dict[str, Any] = {}
 

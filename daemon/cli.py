@@ -22,7 +22,7 @@ from daemon import log as log_setup
 from daemon.config import SourceEntry
 from daemon.errors import AlreadyRunning, ConfigError, StorylineError, UserError
 from daemon.files import is_ignored
-from daemon.service import Daemon, Services, file_settings, utc_now
+from daemon.service import Daemon, Services, file_settings, tune_gc, utc_now
 from daemon.status import recent_checks, source_rows
 from storage.errors import StoreError
 
@@ -71,6 +71,7 @@ class Context:
     @contextmanager
     def services(self) -> Iterator[Services]:
         services = Services(self.settings)
+        tune_gc()
         try:
             yield services
         finally:
@@ -118,6 +119,7 @@ def init(ctx: Context) -> None:
 def run(ctx: Context) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl-C."""
     daemon = Daemon(ctx.settings, config_path=ctx.config_path)
+    tune_gc()
     daemon.install_signal_handlers()
     daemon.run()
 

