@@ -73,7 +73,7 @@ def _memoize_base_joins() -> None:
     At every start tag feedparser joins the current base URI with the tag's
     ``xml:base``, which is nearly always the same pair of strings: a ``urljoin`` and a
     ``urlparse`` per element, a quarter of its time on a typical 12 KB feed. The cache
-    gives the same answers (``tests/unit/test_feed_adapter.py`` compares them); if a
+    gives the same answers (``tests/unit/test_feed.py`` compares them); if a
     feedparser release moves the function, parsing is only slower.
     """
     join = getattr(feedparser.mixin, "make_safe_absolute_uri", None)
@@ -331,84 +331,116 @@ _TOP_UP_EVERY = 0.002
 
 class _Feeder:
     """The thread that owns one worker process: it sends jobs from the pool's queue,
-    keeps ``_DEPTH`` of them in the pipe, and hands each answer back to its caller.
+    keeps up to ``_DEPTH`` of them in the pipe, and hands each answer to its caller.
 
     A job's wall-clock limit runs from when the worker can start it (sent to an idle
     worker, or the answer before it received), not from when it was queued. A job that
     overruns it gets no answer and its worker is killed; the jobs sent after it never
-    started, and go first to the worker started in its place.
+    started, and go first to the worker started in its place. A busy feeder takes a
+    second job only while no other feeder is idle, and never a large one. Every job it
+    takes is answered, whatever goes wrong.
     """
 
     def __init__(self, pool: FeedParserPool, worker: _Worker) -> None:
         self.pool, self.worker = pool, worker
         self.sent: collections.deque[_Call] = collections.deque()  # in the pipe, oldest first
         self.retry: collections.deque[_Call] = collections.deque()  # to send before the queue
+        self.idle = False  # waiting for the pool's queue
         self.thread = threading.Thread(target=self._run, name="feed-parser-feeder", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            self._serve()
-        finally:  # on a bug too: no caller is left waiting for an answer that cannot come
-            self.worker.stop()
-            for call in (*self.sent, *self.retry):
-                call.finish(error=AdapterError("feed parser pool stopped before this job"))
+        while True:
+            try:
+                self._serve()
+                break  # the pool is closed
+            except Exception as exc:  # a bug: fail what it holds, start over, keep serving
+                self.worker.kill()
+                self._fail_all(
+                    AdapterError(f"feed parser pool failed: {type(exc).__name__}: {exc}")
+                )
+        self.worker.stop()
+        self._fail_all(AdapterError("feed parser pool stopped before this job"))
+
+    def _fail_all(self, error: AdapterError) -> None:
+        while self.sent or self.retry:
+            (self.sent or self.retry).popleft().finish(error=error)
 
     def _serve(self) -> None:
         timeout, sent, retry = self.pool._timeout, self.sent, self.retry
         started = 0.0  # when sent[0] could start
         while True:
             if not sent:
-                call = retry.popleft() if retry else self.pool._next(wait=True)
+                call = retry.popleft() if retry else self._wait_for_job()
                 if call is None:
                     return  # the pool is closed and its queue empty
                 if self._send(call):
-                    sent.append(call)
                     started = time.monotonic()
                 continue
-            self._top_up(sent, retry)
-            conn = self.worker.conn
-            deadline = started + timeout
-            slice_ = _TOP_UP_EVERY if len(sent) < _DEPTH else timeout
+            room = len(sent) < _DEPTH and self._top_up()
+            conn, deadline = self.worker.conn, started + timeout
             try:
-                ready = conn.poll(max(0.0, min(deadline - time.monotonic(), slice_)))
-                answer: tuple[Any, ...] | None = conn.recv() if ready else None
+                left = deadline - time.monotonic()
+                if conn.poll(max(0.0, min(left, _TOP_UP_EVERY) if room else left)):
+                    answer: tuple[Any, ...] = conn.recv()
+                elif time.monotonic() < deadline:
+                    continue  # only a pause to top up the pipe
+                else:
+                    answer = conn.recv() if conn.poll(0) else ()  # out of time
             except (EOFError, OSError):  # the worker died during the head's job
                 answer = ()
-            if answer is None:
-                if time.monotonic() < deadline:
-                    continue  # only a pause to top up the pipe
-                answer = ()  # out of time
-            head = sent.popleft()
+            except Exception as exc:  # an answer that cannot be read (MemoryError, ...)
+                self._lost(AdapterError(f"unreadable answer from the feed parser: {exc}"))
+                continue
             if not answer:
-                self.worker.kill()
-                retry.extendleft(reversed(sent))  # they never started: first, in order
-                sent.clear()
-            else:
-                started = time.monotonic()
-            head.finish(answer)
+                self._lost()
+                continue
+            sent.popleft().finish(answer)
+            started = time.monotonic()
 
-    def _top_up(self, sent: collections.deque[_Call], retry: collections.deque[_Call]) -> None:
-        """Fill the pipe up to ``_DEPTH`` jobs from what is waiting, without blocking."""
-        while len(sent) < _DEPTH:
-            call = retry.popleft() if retry else self.pool._next(wait=False)
+    def _lost(self, error: AdapterError | None = None) -> None:
+        """The head job ran out of time, or its worker died or answered garbage: kill
+        the worker, give the head no answer (or ``error``), and send the jobs behind it,
+        which never started, to the next worker first."""
+        self.worker.kill()
+        head = self.sent.popleft()
+        self.retry.extendleft(reversed(self.sent))
+        self.sent.clear()
+        head.finish(error=error)
+
+    def _wait_for_job(self) -> _Call | None:
+        self.idle = True
+        try:
+            return self.pool._next(wait=True)
+        finally:
+            self.idle = False
+
+    def _top_up(self) -> bool:
+        """Send one more job behind the running one, if one may go there; whether there
+        is still room in the pipe afterwards (worth looking again soon)."""
+        call: _Call | None
+        if self.retry:
+            call = self.retry.popleft()
+        elif any(f.idle for f in self.pool._feeders):
+            return True  # an idle worker takes it sooner
+        else:
+            call = self.pool._next(wait=False)
             if call is None:
-                return
-            if len(call.job[0]) > _PIPELINED_MAX:
-                retry.appendleft(call)  # sent once the pipe is empty
-                return
-            try:
-                self.worker.conn.send(call.job)
-            except OSError:  # the worker is dead: the wait for the head's answer says so
-                retry.appendleft(call)
-                return
-            sent.append(call)
+                return True
+        if len(call.job[0]) > _PIPELINED_MAX:
+            self.pool._queue.put(call)  # for the next worker that is free
+            return False
+        self._send(call)
+        return len(self.sent) < _DEPTH
 
     def _send(self, call: _Call) -> bool:
-        """Send ``call`` to the worker, starting one if it is dead; if none can be
-        started or it will not take the job, finish ``call`` with the reason."""
-        for attempt in (1, 2):  # a worker found dead when sent to: once more, on a new one
+        """Put ``call`` in the worker's pipe (``sent``); a dead worker is replaced, once.
+        If it cannot be sent, ``call`` is answered with the reason."""
+        for attempt in (1, 2):
             if self.worker.dead:
+                if self.sent:  # the head's answer, or its loss, is read first
+                    self.retry.appendleft(call)
+                    return False
                 try:
                     self.worker = _Worker(self.pool._ctx, self.pool._target)
                 except Exception as exc:  # the check fails readably; later calls try again
@@ -416,11 +448,16 @@ class _Feeder:
                     return False
             try:
                 self.worker.conn.send(call.job)
-                return True
-            except OSError as exc:
+            except OSError as exc:  # the worker is gone
                 self.worker.kill()
                 if attempt == 2:
                     call.finish(error=AdapterError(f"feed parser worker refused the job: {exc}"))
+                continue
+            except Exception as exc:  # the job itself cannot be sent (pickling)
+                call.finish(error=AdapterError(f"cannot hand this feed to a parser: {exc}"))
+                return False
+            self.sent.append(call)
+            return True
         return False
 
 
@@ -468,9 +505,10 @@ class FeedParserPool:
         while not call.done.wait(0.5):
             if not any(f.thread.is_alive() for f in self._feeders):
                 raise AdapterError("feed parser pool is closed")
-        if call.error is not None:
-            raise call.error
-        answer = call.answer
+        error, answer = call.error, call.answer
+        del call  # a raised error must not keep the job's body alive through its frame
+        if error is not None:
+            raise error
         if not answer:
             raise UnusableInput(
                 "parse-timeout", f"feed parsing at {url} exceeded {self._timeout:g} s"
@@ -491,12 +529,13 @@ class FeedParserPool:
 
     def close(self) -> None:
         """Refuse new jobs; each worker stops once the jobs already queued are answered
-        (an idle one at once: this waits up to a second for those)."""
+        (an idle one at once: this waits up to a second in all for those)."""
         self._closed.set()
         for _ in self._feeders:
             self._queue.put(None)
+        deadline = time.monotonic() + 1.0
         for feeder in self._feeders:
-            feeder.thread.join(1.0)
+            feeder.thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> FeedParserPool:
         return self

@@ -95,8 +95,12 @@ def evolve(state: ArticleState, event: DomainEvent, stream_version: int) -> Arti
             observed_at=event.observed_at,
             event=event,
         )
-        return ArticleState(state.article_id, stream_version, (*state.versions, known))
-    return ArticleState(state.article_id, stream_version, state.versions)
+        versions = (*state.versions, known)
+        return ArticleState(article_id=state.article_id, stream_version=stream_version,
+                            versions=versions)  # fmt: skip
+    return ArticleState(
+        article_id=state.article_id, stream_version=stream_version, versions=state.versions
+    )
 
 
 def decide(

@@ -21,6 +21,7 @@ from types import FrameType
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.feed import FeedParserPool
 from adapters.http import HttpClient, HttpSettings
@@ -136,6 +137,7 @@ def tune_gc() -> None:
     """Collector settings for a long-running daemon process: what startup made
     (modules, schema, configuration) is frozen out of every collection, and young
     objects are collected less often. Called once the process has its services."""
+    gc.collect()  # startup's own garbage is not frozen for good
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -169,6 +171,7 @@ class Daemon:
         self.config_path = config_path
         self._ticker: Ticker | None = None
         self._polled = threading.Event()
+        self._projection_warned = -60.0  # monotonic time of the last such warning
         self.notifier = notifier or Notifier.from_environment()
         self.services = Services(settings, background_checkpoints=True)
         self.watcher = InboxWatcher(
@@ -307,13 +310,25 @@ class Daemon:
             if time.monotonic() >= self._next_rescan or self.watcher.rescan_wanted():
                 self._rescan()
             if self._polled.is_set():
-                self._polled.clear()
-                self.services.projector.catch_up()
+                self._project_polled()
             if self._reload:
                 self._do_reload()
             self._housekeeping()
             gate.beat()
             gate.maybe_ping(time.monotonic())
+
+    def _project_polled(self) -> None:
+        """Apply what a poll cycle appended and could not project itself; a busy or
+        unreachable database is retried at the next turn of the loop, not fatal."""
+        self._polled.clear()
+        try:
+            self.services.projector.catch_up()
+        except SQLAlchemyError as exc:
+            self._polled.set()
+            now = time.monotonic()
+            if now - self._projection_warned >= 60.0:
+                self._projection_warned = now
+                log.warning("could not apply polled events yet; retrying", error=str(exc))
 
     def _progress(self) -> None:
         """A batch was committed: feed the watchdog, and before READY (a large backlog

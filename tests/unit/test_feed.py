@@ -346,6 +346,30 @@ def crashing_extract(body: bytes, url: str, headers: Mapping[str, str]) -> dict[
     return slow_extract(body, url, headers)
 
 
+def _explode() -> None:
+    raise ValueError("this answer cannot be read back")
+
+
+class _Unreadable:
+    """Pickles in the worker; unpickling it in the caller raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_explode, ())
+
+
+def odd_extract(body: bytes, url: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """b"pause:" + feed: that feed after 1.5 s; b"garbage": an answer the caller cannot
+    read; every feed is titled with the pid of the worker that parsed it."""
+    if body.startswith(b"pause:"):
+        time.sleep(1.5)
+        body = body[len(b"pause:") :]
+    if body == b"garbage":
+        return {"x": _Unreadable()}
+    raw = extract_feed(body, url, headers)
+    raw["title"] = str(os.getpid())
+    return raw
+
+
 def _in_threads(pool: FeedParserPool, bodies: list[bytes]) -> list[Any]:
     """Parse each body on its own thread, all at once; each one's result or error."""
     results: list[Any] = [None] * len(bodies)
@@ -393,6 +417,23 @@ def test_a_worker_that_dies_fails_only_its_own_job() -> None:
         assert isinstance(crashed, UnusableInput)
         assert after.title == "After"
         assert pool.parse(_titled("Later"), FEED_URL).title == "Later"
+
+
+def test_an_idle_worker_takes_a_job_before_a_busy_one_queues_it() -> None:
+    feed = fixture("rss2.xml")
+    with FeedParserPool(workers=2, timeout=10, target=odd_extract) as pool:
+        for _ in range(4):
+            paused, other = _in_threads(pool, [b"pause:" + feed, feed])
+            assert other.title != paused.title  # not queued behind the paused job
+
+
+def test_a_job_that_cannot_be_sent_or_an_unreadable_answer_fails_only_that_job() -> None:
+    with FeedParserPool(workers=1, timeout=10, target=odd_extract) as pool:
+        with pytest.raises(AdapterError, match="cannot hand this feed"):
+            pool.parse(fixture("rss2.xml"), FEED_URL, {"x-lock": threading.Lock()})  # type: ignore[dict-item]
+        with pytest.raises(AdapterError, match="unreadable answer"):
+            pool.parse(b"garbage", FEED_URL)
+        assert pool.parse(fixture("rss2.xml"), FEED_URL).title.isdigit()
 
 
 def test_a_closed_pool_refuses_jobs_and_stops_its_workers() -> None:
