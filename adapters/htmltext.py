@@ -20,13 +20,16 @@ _BLOCKS = frozenset({
 _DROPPED = frozenset({
     "script", "style", "noscript", "template", "head", "iframe", "object", "svg", "math",
 })  # fmt: skip
-_SPACE = re.compile(r"\s+")
 _BLANK_LINE = re.compile(r"\n\s*\n")
 
 
 def collapse(text: str) -> str:
-    """One line: runs of whitespace (newlines, non-breaking spaces) become one space."""
-    return _SPACE.sub(" ", text).strip()
+    """One line: runs of whitespace (newlines, non-breaking spaces) become one space.
+
+    ``str.split()`` and the regex ``\\s`` use the same definition of whitespace
+    (``str.isspace``, checked over every code point): the same result as replacing
+    ``\\s+`` by a space and stripping, at a quarter of the cost."""
+    return " ".join(text.split())
 
 
 class _TextCollector(HTMLParser):
@@ -68,10 +71,64 @@ class _TextCollector(HTMLParser):
 
 
 def html_to_paragraphs(fragment: str) -> list[str]:
+    simple = _simple_paragraphs(fragment)
+    return simple if simple is not None else _collected_paragraphs(fragment)
+
+
+def _collected_paragraphs(fragment: str) -> list[str]:
     collector = _TextCollector()
     collector.feed(fragment)
     collector.close()
     return collector.paragraphs
+
+
+# The common shape of feed summaries and content, parsed with one regex instead of
+# HTMLParser (about 5 times faster): text without entities, and tags with plain
+# attributes. Anything else (an entity, a comment, a stray "<", a quoted ">", a script or
+# style element, whose content HTMLParser does not parse) goes to the collector.
+# tests/unit/test_htmltext.py checks both give the same paragraphs.
+# Possessive quantifiers throughout: with "(?:[^<&]+|...)*" a long text that fails to
+# match at its end (a stray "<" after it) made the regex engine try every way to split
+# it, which never ends on a hostile feed.
+_VALUE = r"""(?:"[^"<>&]*+"|'[^'<>&]*+'|[^\s"'<>=`&/]++)"""
+_ATTRIBUTE = rf"\s++[a-zA-Z_:][-a-zA-Z0-9_:.]*+(?:\s*+=\s*+{_VALUE})?+"
+_TAG = rf"<(/?)([a-zA-Z][a-zA-Z0-9]*+)(?:{_ATTRIBUTE})*+\s*+(/?)>"
+_SIMPLE = re.compile(rf"(?:[^<&]++|{_TAG})*+")
+_TOKEN = re.compile(rf"([^<&]++)|{_TAG}")
+_RAW_TEXT = frozenset({"script", "style"})
+
+
+def _simple_paragraphs(fragment: str) -> list[str] | None:
+    """What the collector gives for a fragment of the simple shape; None otherwise."""
+    if not _SIMPLE.fullmatch(fragment):
+        return None
+    paragraphs: list[str] = []
+    current: list[str] = []
+    dropped = 0
+    for text, closing, name, self_closed in _TOKEN.findall(fragment):
+        if text:
+            if not dropped:
+                current.append(text)
+            continue
+        tag = name.lower()
+        if tag in _RAW_TEXT or (closing and self_closed):
+            return None
+        if self_closed:
+            flush = tag in _BLOCKS
+        elif tag in _DROPPED:
+            dropped = max(0, dropped - 1) if closing else dropped + 1
+            flush = False
+        else:
+            flush = tag in _BLOCKS
+        if flush:
+            paragraph = collapse("".join(current))
+            if paragraph:
+                paragraphs.append(paragraph)
+            current = []
+    paragraph = collapse("".join(current))
+    if paragraph:
+        paragraphs.append(paragraph)
+    return paragraphs
 
 
 def html_to_text(fragment: str) -> str:
