@@ -107,6 +107,8 @@ class _Collector:
                     if result.pending:
                         self._batch.append(result)
                         self._pending += len(result.pending)
+                    else:  # nothing to append: what it found is not needed any more
+                        result.found, result.blob = None, None
                 if self._pending >= _WRITE_BATCH or self._left == 0:
                     self._ready.notify()
 
