@@ -327,6 +327,8 @@ _DEPTH = 2
 _PIPELINED_MAX = 64 * 1024
 # how often a feeder with room in the pipe looks for new jobs while one runs
 _TOP_UP_EVERY = 0.002
+# the answer for a job whose worker died under it (a parser crash on that feed)
+_CRASHED = ("unusable", "parse-crash", "the feed parser process died on this feed")
 
 
 class _Feeder:
@@ -388,7 +390,8 @@ class _Feeder:
                 else:
                     answer = conn.recv() if conn.poll(0) else ()  # out of time
             except (EOFError, OSError):  # the worker died during the head's job
-                answer = ()
+                self._lost(answer=_CRASHED)
+                continue
             except Exception as exc:  # an answer that cannot be read (MemoryError, ...)
                 self._lost(AdapterError(f"unreadable answer from the feed parser: {exc}"))
                 continue
@@ -398,15 +401,15 @@ class _Feeder:
             sent.popleft().finish(answer)
             started = time.monotonic()
 
-    def _lost(self, error: AdapterError | None = None) -> None:
-        """The head job ran out of time, or its worker died or answered garbage: kill
-        the worker, give the head no answer (or ``error``), and send the jobs behind it,
+    def _lost(self, error: AdapterError | None = None, answer: tuple[Any, ...] = ()) -> None:
+        """The head job ran out of time (no answer), or its worker died (``answer``) or
+        answered garbage (``error``): kill the worker, and send the jobs behind the head,
         which never started, to the next worker first."""
         self.worker.kill()
         head = self.sent.popleft()
         self.retry.extendleft(reversed(self.sent))
         self.sent.clear()
-        head.finish(error=error)
+        head.finish(answer, error)
 
     def _wait_for_job(self) -> _Call | None:
         self.idle = True

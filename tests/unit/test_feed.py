@@ -414,7 +414,8 @@ def test_jobs_queued_behind_a_hung_one_are_not_failed_with_it() -> None:
 def test_a_worker_that_dies_fails_only_its_own_job() -> None:
     with FeedParserPool(workers=1, timeout=5.0, target=crashing_extract) as pool:
         crashed, after = _in_threads(pool, [b"crash", _titled("After")])
-        assert isinstance(crashed, UnusableInput)
+        assert isinstance(crashed, UnusableInput) and crashed.reason == "parse-crash"
+        assert FEED_URL in str(crashed)
         assert after.title == "After"
         assert pool.parse(_titled("Later"), FEED_URL).title == "Later"
 
