@@ -303,7 +303,8 @@ Job = tuple[bytes, str, dict[str, str]]
 
 class _Call:
     """One parse request: the job, and the worker's answer once there is one. An empty
-    answer means the job ran out of time or its worker died while running it."""
+    answer means the job ran out of time; ``error`` is set when the pool could not
+    run it at all."""
 
     __slots__ = ("answer", "done", "error", "job")
 
