@@ -86,21 +86,19 @@ def fold(article: str, history: Iterable[tuple[int, DomainEvent]]) -> ArticleSta
 
 
 def evolve(state: ArticleState, event: DomainEvent, stream_version: int) -> ArticleState:
+    versions = state.versions
     if isinstance(event, ArticleVersionEvent):
         known = KnownVersion(
-            number=len(state.versions) + 1,
+            number=len(versions) + 1,
             channel=event.channel,
             content_hash=event.content_hash,
             fingerprint=event.fingerprint,
             observed_at=event.observed_at,
             event=event,
         )
-        versions = (*state.versions, known)
-        return ArticleState(article_id=state.article_id, stream_version=stream_version,
-                            versions=versions)  # fmt: skip
-    return ArticleState(
-        article_id=state.article_id, stream_version=stream_version, versions=state.versions
-    )
+        versions = (*versions, known)
+    return ArticleState(article_id=state.article_id, stream_version=stream_version,
+                        versions=versions)  # fmt: skip
 
 
 def decide(

@@ -77,6 +77,9 @@ class CycleReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     network_down: bool = False
     events: int = 0
+    # something the cycle appended is not in the projections yet (no projector given,
+    # or it failed): the daemon's main loop catches up
+    unprojected: bool = False
 
 
 class _Collector:
@@ -166,7 +169,7 @@ class Poller:
         report = CycleReport(checked=len(due))
         if not due:
             return report
-        checks = self._check_all(due)
+        checks, projected = self._check_all(due)
         ran = [c for c in checks if not c.skipped]
         report.network_down = len(ran) > 1 and all(c.network_error for c in ran)
         if report.network_down:
@@ -175,28 +178,32 @@ class Poller:
                 "not counted against the sources",
                 sources=len(checks),
             )
-        self._record(checks, self.clock(), report.network_down)
+        if self._record(checks, self.clock(), report.network_down):
+            projected = self._project(()) and projected  # status events, read from the log
+        report.unprojected = not projected
         for check in ran:
             report.outcomes[check.outcome] += 1
             report.events += check.new + check.revised
         log.info("poll cycle", checked=report.checked, **dict(report.outcomes))
         return report
 
-    def _check_all(self, due: list[dict[str, Any]]) -> list[Check]:
+    def _check_all(self, due: list[dict[str, Any]]) -> tuple[list[Check], bool]:
         """Run every check on the worker threads; append what they found in batches.
+        Returns the checks, and whether everything appended was projected.
 
         This thread is woken only when a batch is full or every check is done, not at
         each check's end (one GIL hand-off and wake-up per check saved)."""
         done = _Collector(len(due))
+        projected = True
         with ThreadPoolExecutor(max_workers=min(self.workers, len(due))) as pool:
             for source in due:
                 pool.submit(done.run, self._check, source)
             while True:
                 batch, finished = done.next_batch()
-                self._store(batch)
+                projected = self._store(batch) and projected
                 if finished:
                     break
-        return done.checks
+        return done.checks, projected
 
     # -- claiming --------------------------------------------------------------------
 
@@ -271,19 +278,20 @@ class Poller:
         ]
         check.outcome = "unchanged"
 
-    def _store(self, batch: list[Check]) -> None:
-        """Append the versions of several checks in one transaction (all or none), then
-        let go of what they found: a cycle keeps every check until it ends, and 1,000
-        feeds' texts and raw bodies held to the end were about 40 MB."""
+    def _store(self, batch: list[Check]) -> bool:
+        """Append the versions of several checks in one transaction (all or none) and
+        project them; False if they could not be projected. Then let go of what the
+        checks found: a cycle keeps every check until it ends, and 1,000 feeds' texts
+        and raw bodies held to the end were about 40 MB."""
         try:
-            self._append(batch)
+            return self._append(batch)
         finally:
             for check in batch:
                 check.found, check.blob, check.pending = None, None, []
 
-    def _append(self, batch: list[Check]) -> None:
+    def _append(self, batch: list[Check]) -> bool:
         if not batch:
-            return
+            return True
         now = self.clock()
         pending = [p for c in batch for p in c.pending]
         try:
@@ -293,12 +301,8 @@ class Poller:
         except StoreError as exc:
             for check in batch:
                 check.outcome, check.error = "failed", str(exc)
-            return
-        if appended is not None and self.project is not None:
-            try:
-                self.project(appended.events)
-            except Exception:  # the events are in the log: a later catch-up applies them
-                log.warning("could not project this batch yet", exc_info=True)
+            return True  # nothing appended
+        projected = appended is None or self._project(appended.events)
         start = 0
         for check in batch:
             outcomes = result.outcomes[start : start + len(check.pending)]
@@ -308,6 +312,19 @@ class Poller:
             assert check.found is not None
             check.cursor = check.found.cursor
             self._follow(check, outcomes, now)
+        return projected
+
+    def _project(self, events: Sequence[StoredEvent]) -> bool:
+        """Apply what was just appended (``events``, else read from the log); False if
+        there is no projector or it failed (the events are in the log all the same)."""
+        if self.project is None:
+            return False
+        try:
+            self.project(events)
+        except Exception:
+            log.warning("could not project what this cycle appended yet", exc_info=True)
+            return False
+        return True
 
     def _follow(self, check: Check, outcomes: list[str], now: datetime) -> None:
         source = check.source
@@ -331,9 +348,10 @@ class Poller:
 
     # -- recording -------------------------------------------------------------------
 
-    def _record(self, checks: list[Check], now: datetime, network_down: bool) -> None:
+    def _record(self, checks: list[Check], now: datetime, network_down: bool) -> bool:
         """Every check of the cycle: its fetch_log row and the source's next state, in
-        one transaction, with each statement built once."""
+        one transaction, with each statement built once. True if a source stopped
+        tracking (an event was appended for its article)."""
         skipped = [c.source["source_id"] for c in checks if c.skipped]
         checks = [c for c in checks if not c.skipped]
         states = [(c, self._next_state(c, now, network_down)) for c in checks]
@@ -369,9 +387,10 @@ class Poller:
                     .values({k: bindparam(f"b_{k}") for k in keys})
                 )
                 conn.execute(statement, rows)
-        for check, state in states:
-            if state.get("status") == "tracking-stopped":
-                self._stop_tracking(check, now)
+        stopped = [c for c, state in states if state.get("status") == "tracking-stopped"]
+        for check in stopped:
+            self._stop_tracking(check, now)
+        return bool(stopped)
 
     @staticmethod
     def _log_row(check: Check, now: datetime) -> dict[str, Any]:

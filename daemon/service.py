@@ -434,9 +434,8 @@ class Daemon:
             )
 
     def _poll(self) -> None:
-        report = self.services.poller.run_cycle()
-        if report.events:
-            self._polled.set()
+        if self.services.poller.run_cycle().unprojected:
+            self._polled.set()  # the main loop applies what the cycle could not
 
     def _do_reload(self) -> None:
         self._reload = False

@@ -117,14 +117,10 @@ def _finite(value: Any) -> bool:
 
     This runs on every payload and metadata document: the types of a container's
     items are collected at C speed, and only floats and containers are looked into."""
-    if type(value) is dict:
-        items: Any = value.values()
-    elif type(value) is list or type(value) is tuple:
-        items = value
-    elif isinstance(value, float):
+    if isinstance(value, float):
         return math.isfinite(value)
-    elif isinstance(value, dict):
-        items = value.values()
+    if isinstance(value, dict):
+        items: Any = value.values()
     elif isinstance(value, list | tuple):
         items = value
     else:

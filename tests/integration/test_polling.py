@@ -126,7 +126,8 @@ def test_articles_are_visible_when_the_cycle_returns(
     add(services, server, "/feed.xml", clock)
     services.projector.catch_up()  # the source.added event
 
-    assert services.poller.run_cycle().outcomes == {"new": 1}
+    report = services.poller.run_cycle()
+    assert report.outcomes == {"new": 1} and not report.unprojected
     assert services.projector.lag()["articles"] == 0
     with services.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM articles")).scalar() == 3
@@ -142,7 +143,9 @@ def test_a_projection_failure_in_the_cycle_loses_nothing(
         raise RuntimeError("projection unavailable")
 
     services.poller.project = broken
-    assert services.poller.run_cycle().outcomes == {"new": 1}  # appended all the same
+    report = services.poller.run_cycle()
+    assert report.outcomes == {"new": 1}  # appended all the same
+    assert report.unprojected  # so the daemon's main loop catches up
     assert services.projector.lag()["articles"] > 0
     assert sorted(t for (t,) in query(services, "SELECT title FROM articles")) == [
         "Story 0",

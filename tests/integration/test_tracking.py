@@ -246,7 +246,9 @@ def test_an_unchanged_changelog_decays_then_stops_tracking_and_can_resume(
     sid = add(services, server, NS, clock, "changelog")
     gaps: list[float] = []
     for _ in range(200):
-        services.poller.run_cycle()
+        report = services.poller.run_cycle()
+        with services.engine.connect() as conn:  # before any catch-up: the cycle projected
+            projected = conn.execute(text("SELECT status FROM articles")).scalar()
         ((status, nxt),) = query(services, "SELECT status, next_check_at FROM sources")
         if status == "tracking-stopped":
             break
@@ -254,6 +256,7 @@ def test_an_unchanged_changelog_decays_then_stops_tracking_and_can_resume(
         gaps.append((due - clock.now).total_seconds())
         clock.now = due
     assert status == "tracking-stopped"
+    assert projected == "tracking-stopped" and not report.unprojected
     assert gaps[0] == 1200.0  # first re-check 20 minutes after the change
     assert gaps[1] == pytest.approx(1440.0)  # x1.2 per unchanged check
     assert max(gaps) == 86400.0  # capped at a day
