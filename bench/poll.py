@@ -213,9 +213,12 @@ def _timed_cycle(services: Any, base: str) -> dict[str, Any]:
     with services.engine.connect() as conn:
         mark = conn.execute(select(func.coalesce(func.max(fetch_log.c.id), 0))).scalar()
     control(base, "/_reset")
+    workers = [pid for pid, depth in _descendants(os.getpid()).items() if depth > 1]
+    cpu_self, cpu_workers = time.process_time(), _cpu_of(workers)
     started = time.perf_counter()
     report = services.poller.run_cycle(all_sources=True)
     elapsed = time.perf_counter() - started
+    cpu_self, cpu_workers = time.process_time() - cpu_self, _cpu_of(workers) - cpu_workers
     server = control(base, "/_stats")
     with services.engine.connect() as conn:
         errors = conn.execute(
@@ -231,7 +234,22 @@ def _timed_cycle(services: Any, base: str) -> dict[str, Any]:
         "events": report.events,
         "errors": [[str(error)[:200], count] for error, count in errors],
         "server": server,
+        "cpu_self": cpu_self,
+        "cpu_workers": cpu_workers,
     }
+
+
+def _cpu_of(pids: list[int]) -> float:
+    """User plus system CPU seconds of ``pids`` so far (from /proc; 0 for one gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def _stop_forkserver() -> None:
@@ -317,6 +335,12 @@ def report(args: argparse.Namespace, naive: dict[str, Any], story: dict[str, Any
                    f"{server['connections']}")  # fmt: skip
         print(f"{label:44} {seconds:8.2f} {n / seconds:9.0f}  {srv:36} {outcomes}")
     print()
+    print("CPU seconds per cycle (polling process + parser workers, both cores: "
+          f"{2 * cold:.2f} s available in the cold cycle):")  # fmt: skip
+    for key, label in (("cold", "cold"), ("warm_a", "warm A"), ("warm_b", "warm B")):
+        phase = story[key]
+        print(f"  {label:7} {phase['cpu_self']:.2f} + {phase['cpu_workers']:.2f} = "
+              f"{phase['cpu_self'] + phase['cpu_workers']:.2f} s")  # fmt: skip
     print(f"database after the run: {story['events']} events, {story['articles']} articles")
     print(f"naive loop: {naive['entries']} entries, {naive['bad']} bad fetches, "
           f"peak RSS {naive['rss_mb']:.0f} MB")  # fmt: skip

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import operator
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -157,10 +159,24 @@ def sqlite_path(engine: Engine) -> str | None:
 
 # -- bulk inserts ---------------------------------------------------------------------
 
-# SQL (columns without a bind processor first), a getter of those columns' values, and
-# (name, processor) of the others
-_Plan = tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]], tuple[tuple[str, Any], ...]]
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How rows with one set of keys go into one table on SQLite."""
+
+    head: str  # INSERT INTO t (columns) VALUES -- plain columns first
+    row: str  # (?, ?, ...)
+    tail: str  # ON CONFLICT ... DO NOTHING, or nothing
+    plain: Callable[[dict[str, Any]], tuple[Any, ...]]  # the plain columns' values
+    steps: tuple[tuple[str, Any], ...]  # (name, bind processor) of the others
+    columns: int
+
+    def sql(self, rows: int) -> str:
+        return f"{self.head} {', '.join([self.row] * rows)}{self.tail}"
+
+
 _PLANS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], _Plan] = {}
+_MAX_ROWS_PER_STATEMENT = 512
 
 
 def insert_many(
@@ -170,15 +186,21 @@ def insert_many(
     *,
     skip_conflicts_on: tuple[str, ...] = (),
 ) -> None:
-    """``INSERT`` every row (all with the same keys) in one executemany; with
+    """``INSERT`` every row (all with the same keys), in order; with
     ``skip_conflicts_on`` (a unique key), rows already stored under it are skipped.
 
     Timestamp columns take aware datetimes or the canonical ISO-8601 strings that
     ``to_iso`` makes (what event payloads hold), so a row built from a payload needs no
-    parsing. On SQLite the rows go straight to the driver, each value through its
-    column type's own bind processor (identical stored forms); SQLAlchemy's per-row
-    parameter building costs more than the insert itself there. Elsewhere: a plain
-    SQLAlchemy executemany.
+    parsing. Elsewhere than SQLite: a plain SQLAlchemy executemany.
+
+    On SQLite the rows go straight to the driver, each value through its column type's
+    own bind processor (identical stored forms); SQLAlchemy's per-row parameter building
+    costs more than the insert itself there. They go as multi-row ``INSERT ... VALUES
+    (...), (...)`` statements of up to 512 rows, not an executemany: the driver lets go
+    of the GIL around every statement it steps, and at one statement per row the writer
+    waited for the GIL again after each row while the poller's threads were busy
+    (measured in docs/performance.md). Statement sizes are powers of two, so the few
+    statements there are stay in the driver's statement cache.
     """
     if not rows:
         return
@@ -190,14 +212,37 @@ def insert_many(
             )
         conn.execute(statement, [_parsed_times(table, row) for row in rows])
         return
-    sql, plain, steps = _plan(conn.dialect, table, tuple(rows[0]), skip_conflicts_on)
-    conn.exec_driver_sql(
-        sql,
-        [
-            (*plain(row), *[None if (v := row[n]) is None else p(v) for n, p in steps])
-            for row in rows
-        ],
-    )
+    plan = _plan(conn.dialect, table, tuple(rows[0]), skip_conflicts_on)
+    plain, steps = plan.plain, plan.steps
+    values = [
+        (*plain(row), *[None if (v := row[n]) is None else p(v) for n, p in steps]) for row in rows
+    ]
+    start = 0
+    for size in _statement_sizes(len(values), _most_rows(conn, plan.columns)):
+        chunk = values[start : start + size]
+        conn.exec_driver_sql(plan.sql(size), tuple(itertools.chain.from_iterable(chunk)))
+        start += size
+
+
+def _statement_sizes(rows: int, most: int) -> list[int]:
+    """``rows`` split into statements of ``most`` rows (a power of two), then the rest in
+    falling powers of two: 1,300 at most 512 gives 512, 512, 256, 16, 4."""
+    sizes = [most] * (rows // most)
+    rest = rows % most
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append(size)
+        rest -= size
+    return sizes
+
+
+def _most_rows(conn: Connection, columns: int) -> int:
+    """The largest power of two of rows, at most 512, whose parameters one statement
+    can take (SQLite's variable limit: 32,766 since 3.32, 999 before)."""
+    dbapi: Any = conn.connection.dbapi_connection
+    limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    fits = max(1, min(_MAX_ROWS_PER_STATEMENT, limit // max(columns, 1)))
+    return 1 << (fits.bit_length() - 1)
 
 
 def _plan(
@@ -211,13 +256,20 @@ def _plan(
         steps = tuple((k, processors[k]) for k in keys if processors[k] is not None)
         columns = [table.c[k] for k in [*plain, *(k for k, _ in steps)]]
         quote = dialect.identifier_preparer.quote
-        sql = (
-            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)})"
-        )
+        tail = ""
         if conflict:
-            sql += f" ON CONFLICT ({', '.join(quote(k) for k in conflict)}) DO NOTHING"
-        found = _PLANS[cache_key] = (sql, _getter(plain), steps)
+            tail = f" ON CONFLICT ({', '.join(quote(k) for k in conflict)}) DO NOTHING"
+        found = _PLANS[cache_key] = _Plan(
+            head=(
+                f"INSERT INTO {quote(table.name)} "
+                f"({', '.join(quote(c.name) for c in columns)}) VALUES"
+            ),
+            row=f"({', '.join('?' for _ in columns)})",
+            tail=tail,
+            plain=_getter(plain),
+            steps=steps,
+            columns=len(columns),
+        )
     return found
 
 

@@ -120,7 +120,7 @@ class EventStore:
             raise StoreUnavailable(f"append failed: {exc.orig}") from exc
         written: tuple[StoredEvent, ...] = ()
         if sqlite and fresh and last is not None and last - (before or 0) == len(fresh):
-            # SQLite, one executemany under the write lock: rowids follow the rows
+            # SQLite, inserted in order under the write lock: rowids follow the rows
             first = last - len(fresh) + 1
             recorded = now.astimezone(UTC)
             written = tuple(self._written(first + i, row, recorded) for i, row in enumerate(fresh))

@@ -1,0 +1,126 @@
+"""``insert_many``, the one bulk insert behind appends and projections, on a SQLite file
+and on PostgreSQL: every row stored once, in order, with the values SQLAlchemy's own
+insert would store, in batches of any size."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from storage.db import _statement_sizes, insert_many
+from storage.events import to_iso
+from storage.schema import blobs, events
+from storage.store import EventStore, NewEvent
+from tests.contract.test_store import new
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def event_row(number: int, *, iso: bool = False) -> dict[str, Any]:
+    occurred = NOW - timedelta(seconds=number, microseconds=number)
+    return {
+        "event_id": f"00000000-0000-4000-8000-{number:012d}",
+        "stream_id": f"stream-{number % 7}",
+        "stream_version": number,
+        "idempotency_key": f"key-{number}",
+        "event_type": "test.bulk",
+        "schema_version": 1,
+        # timestamps as payloads hold them (to_iso strings) or as datetimes; None too
+        "occurred_at": None if number % 5 == 0 else to_iso(occurred) if iso else occurred,
+        "recorded_at": NOW,
+        "payload": {"n": number, "text": f"row {number} \u00e9\U0001f600", "half": number / 2},
+        "metadata": {"source_id": "bulk", "tags": ["a", number]},
+    }
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 511, 512, 513, 1300])
+def test_every_row_is_stored_once_in_order_with_its_values(engine: Engine, count: int) -> None:
+    rows = [event_row(n, iso=n % 2 == 0) for n in range(1, count + 1)]
+    with engine.begin() as conn:
+        insert_many(conn, events, rows)
+        stored = conn.execute(select(events).order_by(events.c.position)).mappings().all()
+    assert [r["idempotency_key"] for r in stored] == [r["idempotency_key"] for r in rows]
+    for got, want in zip(stored, rows, strict=True):
+        occurred = want["occurred_at"]
+        if isinstance(occurred, str):
+            occurred = datetime.fromisoformat(occurred)
+        assert got["occurred_at"] == occurred
+        assert got["recorded_at"] == NOW
+        assert got["payload"] == want["payload"] and got["metadata"] == want["metadata"]
+        assert got["stream_id"] == want["stream_id"]
+        assert got["stream_version"] == want["stream_version"]
+
+
+def test_stored_forms_are_those_of_sqlalchemys_own_insert(engine: Engine) -> None:
+    """What a user's SQL sees (timestamp text on SQLite, JSON) must not depend on which
+    path wrote the row."""
+    ours = [event_row(n, iso=n % 2 == 0) for n in range(1, 9)]
+    theirs = [event_row(n) for n in range(101, 109)]
+    for row, like in zip(theirs, ours, strict=True):  # the same values, other keys
+        row.update({k: like[k] for k in ("occurred_at", "recorded_at", "payload", "metadata")})
+        if isinstance(row["occurred_at"], str):
+            row["occurred_at"] = datetime.fromisoformat(row["occurred_at"])
+    with engine.begin() as conn:
+        insert_many(conn, events, ours)
+        conn.execute(insert(events), theirs)
+        raw = conn.exec_driver_sql(
+            "SELECT CAST(occurred_at AS TEXT), CAST(recorded_at AS TEXT), "
+            "CAST(payload AS TEXT), CAST(metadata AS TEXT) FROM events ORDER BY position"
+        ).all()
+    assert raw[:8] == raw[8:]
+
+
+def test_conflicting_rows_are_skipped_and_the_first_kept(engine: Engine) -> None:
+    def blob(digest: str, data: bytes) -> dict[str, Any]:
+        return {"sha256": digest, "size": len(data), "encoding": "identity", "data": data,
+                "stored_at": NOW}  # fmt: skip
+
+    with engine.begin() as conn:
+        insert_many(conn, blobs, [blob("a" * 64, b"first")], skip_conflicts_on=("sha256",))
+        batch = [blob(f"{n:064x}", b"x" * n) for n in range(600)]
+        batch[300] = blob("a" * 64, b"stored before")  # taken already
+        batch.append(blob(f"{5:064x}", b"twice in one batch"))
+        insert_many(conn, blobs, batch, skip_conflicts_on=("sha256",))
+        stored = dict(conn.execute(select(blobs.c.sha256, blobs.c.data)).all())
+    assert len(stored) == 600  # 599 new ones and "a"*64
+    assert stored["a" * 64] == b"first"
+    assert stored[f"{5:064x}"] == b"x" * 5
+
+
+def test_a_low_sqlite_variable_limit_still_takes_every_row(sqlite_engine: Engine) -> None:
+    """SQLite before 3.32 allowed 999 parameters per statement; 512 rows of 11 columns
+    would not fit."""
+    rows = [event_row(n) for n in range(1, 301)]
+    with sqlite_engine.begin() as conn:
+        dbapi: Any = conn.connection.dbapi_connection
+        dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)
+        insert_many(conn, events, rows)
+        count = len(conn.execute(select(events.c.position)).all())
+    assert count == 300
+
+
+def test_append_reports_the_positions_it_wrote(engine: Engine) -> None:
+    """The projection runner applies ``AppendResult.events`` without reading them back:
+    each must carry the position the log gave it."""
+    store = EventStore(engine, clock=lambda: NOW)
+    store.append([new("before", 1, "before")])
+    batch: list[NewEvent] = [new(f"s{n % 13}", n // 13 + 1, f"k{n}") for n in range(1100)]
+    result = store.append(batch)
+    by_key = {e.idempotency_key: e.position for e in store.read_all(limit=5000)}
+    if engine.dialect.name == "sqlite":
+        assert [e.idempotency_key for e in result.events] == [f"k{n}" for n in range(1100)]
+    assert all(by_key[e.idempotency_key] == e.position for e in result.events)
+    assert result.appended == 1100 and len(by_key) == 1101
+
+
+def test_statement_sizes_cover_the_rows_in_a_few_cached_sizes() -> None:
+    for most in (1, 8, 512):
+        for rows in range(0, 2100):
+            sizes = _statement_sizes(rows, most)
+            assert sum(sizes) == rows
+            assert all(s <= most and s & (s - 1) == 0 for s in sizes)
+            assert len(sizes) <= rows // most + most.bit_length()
