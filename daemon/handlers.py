@@ -36,7 +36,7 @@ class Tools:
 class Found:
     observations: list[Observation] = field(default_factory=list)
     adapter: str = ""
-    raw: bytes = b""
+    raw: bytes = b""  # the fetched body: check.body_sha256 is its hash
     cursor: dict[str, Any] | None = None  # new cursor to store on success
 
 

@@ -265,7 +265,7 @@ class Poller:
         if found is None:
             return
         sid = source["source_id"]
-        check.found, check.blob = found, Blob.of(found.raw)
+        check.found, check.blob = found, Blob.of(found.raw, check.body_sha256)
         meta = {"source_id": sid, "adapter": found.adapter, "raw_sha256": check.blob.sha256}
         check.pending = [
             Pending(
