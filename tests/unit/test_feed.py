@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import os
 import threading
 import time
@@ -166,6 +167,35 @@ def test_cached_base_joins_give_feedparsers_own_answers(monkeypatch: pytest.Monk
         "https://feeds.example.com/news/story-3.html",
     ]
     assert nested.observations[0].guid == "https://feeds.example.com/news/2026/story-1"
+
+
+def test_direct_contentparams_copies_give_feedparsers_own_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """extract_feed replaces feedparser's deep copies of its content parameters; every
+    parse, not only what we keep of it, must come out the same."""
+    import copy
+
+    import feedparser.mixin
+
+    assert feedparser.mixin.copy is not copy, "the replacement is not installed"
+    bodies = [p.read_bytes() for p in sorted(FIXTURES.glob("*.xml"))]
+    bodies += [_NESTED_BASES, _RELATIVE_GUIDS]
+    headers = {"content-location": FEED_URL, "content-type": "application/xml"}
+
+    def parses() -> list[Any]:
+        out = [feedparser.parse(io.BytesIO(b), response_headers=headers) for b in bodies]
+        for parsed in out:  # an exception equals only itself: compare what it says
+            if "bozo_exception" in parsed:
+                parsed["bozo_exception"] = repr(parsed["bozo_exception"])
+        return out
+
+    direct = parses()
+    monkeypatch.setattr(feedparser.mixin, "copy", copy)
+    assert parses() == direct
+    details = [e["title_detail"] for p in direct for e in p.entries if "title_detail" in e]
+    assert len(details) > 20 and all(type(d) is feedparser.util.FeedParserDict for d in details)
+    assert len({id(d) for d in details}) == len(details)  # copies, not one shared dict
 
 
 def test_html_to_text() -> None:
