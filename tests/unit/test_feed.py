@@ -7,15 +7,25 @@ import io
 import os
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import feedparser
+import feedparser.mixin
+import feedparser.util
 import pytest
 
 from adapters.errors import AdapterError, UnusableInput
-from adapters.feed import FeedParserPool, extract_feed, parse_feed, parse_feed_inline
+from adapters.feed import (
+    FEEDPARSERDICT_METHODS,
+    FeedParserPool,
+    extract_feed,
+    parse_feed,
+    parse_feed_inline,
+)
 from adapters.htmltext import html_to_text
 from adapters.xmlguard import check_prolog
 
@@ -146,7 +156,6 @@ _RELATIVE_GUIDS = b"""<?xml version="1.0"?>
 
 def test_cached_base_joins_give_feedparsers_own_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """extract_feed caches feedparser's base-URI join; the output must not change."""
-    import feedparser.mixin
 
     cached = feedparser.mixin.make_safe_absolute_uri
     assert hasattr(cached, "cache_info"), "the cache is not installed"
@@ -176,8 +185,6 @@ def test_direct_contentparams_copies_give_feedparsers_own_parse(
     parse, not only what we keep of it, must come out the same."""
     import copy
 
-    import feedparser.mixin
-
     assert feedparser.mixin.copy is not copy, "the replacement is not installed"
     bodies = [p.read_bytes() for p in sorted(FIXTURES.glob("*.xml"))]
     bodies += [_NESTED_BASES, _RELATIVE_GUIDS]
@@ -196,6 +203,63 @@ def test_direct_contentparams_copies_give_feedparsers_own_parse(
     details = [e["title_detail"] for p in direct for e in p.entries if "title_detail" in e]
     assert len(details) > 20 and all(type(d) is feedparser.util.FeedParserDict for d in details)
     assert len({id(d) for d in details}) == len(details)  # copies, not one shared dict
+
+
+def test_plain_key_lookups_give_feedparsers_own_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """extract_feed makes FeedParserDict look up plain keys as a dict does: every parse,
+    and every lookup of a special or renamed key, must come out the same."""
+    cls = feedparser.util.FeedParserDict
+    assert cls.__getitem__ is not FEEDPARSERDICT_METHODS["__getitem__"], "not installed"
+    bodies = [p.read_bytes() for p in sorted(FIXTURES.glob("*.xml"))]
+    bodies += [_NESTED_BASES, _RELATIVE_GUIDS, _SPECIAL_KEYS]
+    headers = {"content-location": FEED_URL, "content-type": "application/xml"}
+    keys = ["category", "enclosures", "license", "updated", "updated_parsed", *cls.keymap]
+    keys += ["title", "summary", "links", "tags", "published", "href", "nothing", ("t",)]
+
+    def lookups(node: Any) -> list[Any]:
+        out: list[Any] = []
+        for key in keys:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    found: Any = node[key]
+                except (KeyError, TypeError) as exc:
+                    found = type(exc).__name__
+                out += [found, node.get(key, "default"), key in node, len(caught)]
+        return out
+
+    def observed() -> list[Any]:
+        parses = [feedparser.parse(io.BytesIO(b), response_headers=headers) for b in bodies]
+        out: list[Any] = []
+        for parsed in parses:
+            parsed["bozo_exception"] = repr(parsed.get("bozo_exception"))
+            out += [parsed, lookups(parsed.feed), *(lookups(e) for e in parsed.entries)]
+        made = cls()
+        for key in ("description", "url", "channel", "title", "updated"):
+            made[key] = key.upper()
+        made.setdefault("items", [])
+        return [*out, dict(made)]
+
+    fast = observed()
+    for name, method in FEEDPARSERDICT_METHODS.items():
+        monkeypatch.setattr(cls, name, method)
+    assert observed() == fast
+    special = fast[-1]
+    assert special == {"summary": "DESCRIPTION", "href": "URL", "feed": "CHANNEL",
+                       "title": "TITLE", "updated": "UPDATED", "entries": []}  # fmt: skip
+
+
+_SPECIAL_KEYS = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>Special keys</title>
+  <entry><id>1</id><title>Enclosure, licence, tags</title>
+    <published>2026-11-20T10:00:00Z</published>
+    <link rel="enclosure" href="https://x.example/a.mp3" type="audio/mpeg" length="10"/>
+    <link rel="license" href="https://creativecommons.org/licenses/by/4.0/"/>
+    <category term="politics"/><category term="europe"/><summary>Text</summary>
+  </entry>
+  <entry><id>2</id><title>Updated only</title><updated>2026-11-21T10:00:00Z</updated></entry>
+</feed>
+"""
 
 
 def test_html_to_text() -> None:
