@@ -64,6 +64,9 @@ class FeedResult:
     bozo: bool  # feedparser found the document malformed but got entries out of it
     bozo_reason: str | None
     entries_published: list[datetime]  # aware UTC, published else updated, document order
+    # What the pool's target worked out for each observation in the worker process
+    # (the daemon's: each one's identity), in observation order; None if nothing.
+    annotations: list[Any] | None = None
 
 
 # -- 2. feedparser, in the worker ----------------------------------------------------------
@@ -269,7 +272,13 @@ def build_result(raw: Mapping[str, Any], *, url: str) -> FeedResult:
         bozo=raw["bozo"],
         bozo_reason=raw["bozo_reason"],
         entries_published=[d for d in dates if d is not None],
+        annotations=_annotations(raw, len(observations)),
     )
+
+
+def _annotations(raw: Mapping[str, Any], count: int) -> list[Any] | None:
+    found = raw.get("annotations")
+    return list(found) if isinstance(found, list | tuple) and len(found) == count else None
 
 
 def _unique_guids(entries: list[Mapping[str, Any]]) -> list[str]:

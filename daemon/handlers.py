@@ -20,6 +20,7 @@ from adapters.http import FetchResult, HttpClient
 from adapters.normalize import article_id, canonical_url
 from adapters.observation import Observation
 from daemon import policy as rules
+from daemon.ingest import Identity
 
 if TYPE_CHECKING:
     from daemon.schedule import Check
@@ -38,6 +39,7 @@ class Found:
     adapter: str = ""
     raw: bytes = b""  # the fetched body: check.body_sha256 is its hash
     cursor: dict[str, Any] | None = None  # new cursor to store on success
+    identities: list[Identity] | None = None  # the observations', if already worked out
 
 
 def fetch(tools: Tools, check: Check) -> FetchResult | None:
@@ -67,7 +69,7 @@ def check_feed(tools: Tools, check: Check, policy: rules.Policy) -> Found | None
     now = tools.clock()
     hint = rules.server_hint(result.headers, now, parsed.ttl_seconds)
     check.interval = rules.feed_interval(policy, parsed.entries_published, now, hint)
-    return Found(parsed.observations, "feed/1", result.body)
+    return Found(parsed.observations, "feed/1", result.body, identities=parsed.annotations)
 
 
 def check_page(tools: Tools, check: Check, policy: rules.Policy) -> Found | None:

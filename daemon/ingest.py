@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,17 +63,35 @@ class Identified:
     fingerprint: str
 
 
+Identity = tuple[str, str, str, str]  # article_key, article_id, content_hash, fingerprint
+
+
 def identify(observation: Observation, *, relative_path: str | None = None) -> Identified:
+    return Identified(observation, *identity(observation, relative_path=relative_path))
+
+
+def identify_all(
+    observations: Sequence[Observation], identities: Sequence[Identity] | None = None
+) -> list[Identified]:
+    """The observations identified; ``identities`` are theirs if worked out already
+    (by a feed parser process, see ``daemon.feedwork``)."""
+    if identities is None:
+        return [identify(o) for o in observations]
+    return [Identified(o, *ids) for o, ids in zip(observations, identities, strict=True)]
+
+
+def identity(observation: Observation, *, relative_path: str | None = None) -> Identity:
+    """What :func:`identify` works out, as plain strings (cheap to send between
+    processes: a feed parser worker works them out beside the parse)."""
     obs = observation
     key = article_key(
         url=obs.url, guid=obs.guid, relative_path=relative_path, title=obs.title, body=obs.body
     )
-    return Identified(
-        observation=obs,
-        article_key=key,
-        article_id=article_id(key),
-        content_hash=content_hash(obs.title, obs.standfirst, obs.body),
-        fingerprint=fingerprint(obs.title, obs.standfirst, obs.body),
+    return (
+        key,
+        article_id(key),
+        content_hash(obs.title, obs.standfirst, obs.body),
+        fingerprint(obs.title, obs.standfirst, obs.body),
     )
 
 

@@ -29,7 +29,7 @@ from adapters.feed import FeedParserPool
 from adapters.http import FetchError, Gone, HttpClient, TransientFetchError
 from daemon import policy as rules
 from daemon.handlers import HANDLERS, Found, Tools
-from daemon.ingest import identify
+from daemon.ingest import identify_all
 from daemon.recorder import Pending, record
 from storage.blobs import Blob
 from storage.db import IMMEDIATE
@@ -269,12 +269,12 @@ class Poller:
         meta = {"source_id": sid, "adapter": found.adapter, "raw_sha256": check.blob.sha256}
         check.pending = [
             Pending(
-                identify(o),
+                item,
                 sid,
-                {**meta, "guid": o.guid} if o.guid else meta,
+                {**meta, "guid": item.observation.guid} if item.observation.guid else meta,
                 source["last_check_at"],
             )
-            for o in found.observations
+            for item in identify_all(found.observations, found.identities)
         ]
         check.outcome = "unchanged"
 

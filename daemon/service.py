@@ -27,6 +27,7 @@ from adapters.feed import FeedParserPool
 from adapters.http import HttpClient, HttpSettings
 from daemon import faults
 from daemon.config import Settings, load
+from daemon.feedwork import extract_and_identify
 from daemon.files import BatchReport, FileIngestor, FileSettings
 from daemon.loader import LoaderPool
 from daemon.lock import InstanceLock
@@ -102,7 +103,9 @@ class Services:
             s = self.settings
             http = HttpClient(HttpSettings(**dataclasses.asdict(s.http)))
             parser = FeedParserPool(
-                s.scheduler.parser_processes or None, timeout=s.scheduler.parse_timeout
+                s.scheduler.parser_processes or None,
+                timeout=s.scheduler.parse_timeout,
+                target=extract_and_identify,
             )
             self._poller = Poller(
                 self.engine,

@@ -22,6 +22,7 @@ from adapters.errors import AdapterError, UnusableInput
 from adapters.feed import (
     FEEDPARSERDICT_METHODS,
     FeedParserPool,
+    build_result,
     extract_feed,
     parse_feed,
     parse_feed_inline,
@@ -544,3 +545,42 @@ def test_a_closed_pool_refuses_jobs_and_stops_its_workers() -> None:
 
 def test_parse_feed_one_shot() -> None:
     assert parse_feed(fixture("atom.xml"), url=FEED_URL, timeout=10).title == "Atom Daily"
+
+
+# -- identities worked out in the parser processes ------------------------------------------
+
+
+def test_parser_processes_identify_entries_as_the_poller_would() -> None:
+    """The daemon's parser processes work out each entry's identity beside the parse;
+    the poller must get exactly what it would have worked out itself."""
+    from daemon.feedwork import extract_and_identify
+    from daemon.ingest import identify, identify_all
+
+    bodies = [p.read_bytes() for p in sorted(FIXTURES.glob("*.xml"))] + [_RELATIVE_GUIDS]
+    with FeedParserPool(workers=1, timeout=10, target=extract_and_identify) as pool:
+        identified = 0
+        for body in bodies:
+            try:
+                parsed = pool.parse(body, FEED_URL)
+            except UnusableInput:
+                with pytest.raises(UnusableInput):
+                    parse_feed_inline(body, url=FEED_URL)
+                continue
+            assert parsed.annotations is not None
+            mine = [identify(o) for o in parsed.observations]
+            assert identify_all(parsed.observations, parsed.annotations) == mine
+            identified += len(mine)
+    assert identified >= 15
+
+
+def test_annotations_that_do_not_fit_the_entries_are_dropped() -> None:
+    raw = extract_feed((FIXTURES / "rss2.xml").read_bytes(), FEED_URL, {})
+    count = len(parse_feed_inline((FIXTURES / "rss2.xml").read_bytes(), url=FEED_URL).observations)
+    assert (
+        build_result({**raw, "annotations": ["x"] * count}, url=FEED_URL).annotations
+        == ["x"] * count
+    )
+    assert (
+        build_result({**raw, "annotations": ["x"] * (count + 1)}, url=FEED_URL).annotations is None
+    )
+    assert build_result(raw, url=FEED_URL).annotations is None
