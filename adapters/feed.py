@@ -101,8 +101,10 @@ class _CopyForFeedparser:
 
     def deepcopy(self, value: Any, memo: dict[int, Any] | None = None) -> Any:
         if (
-            type(value) is feedparser.util.FeedParserDict
+            memo is None
+            and type(value) is feedparser.util.FeedParserDict
             and not vars(value)
+            and set(map(type, dict.keys(value))) <= {str}
             and set(map(type, dict.values(value))) <= self._IMMUTABLE
         ):
             copied = feedparser.util.FeedParserDict()
@@ -136,10 +138,13 @@ def _plain_keys_as_dict() -> None:
     first runs the checks for its special keys (``category``, ``enclosures``,
     ``license``, ``updated``, ``updated_parsed``) and its renamed ones (``keymap``):
     15% of its time on a typical 12 KB feed. For every other key those methods do what
-    ``dict``'s do, so a key outside that set goes straight to ``dict``; the others still
-    go to feedparser's methods. Installed for feedparser 6.0.x only, whose methods this
-    was checked against (``tests/unit/test_feed.py`` compares whole parses and every
-    special key); with another version, parsing is only slower.
+    ``dict``'s do, so on a FeedParserDict itself (not a subclass, whose own
+    ``__getitem__`` they would skip) a key outside that set goes straight to ``dict``;
+    the rest still goes to feedparser's methods. (A key that equals a special one but
+    hashes differently would take the plain path: no str does.) Installed for
+    feedparser 6.0.x only, whose methods this was checked against
+    (``tests/unit/test_feed.py`` compares whole parses and every special key); with
+    another version, parsing is only slower.
     """
     cls = feedparser.util.FeedParserDict
     if not str(getattr(feedparser, "__version__", "")).startswith("6.0."):
@@ -149,16 +154,22 @@ def _plain_keys_as_dict() -> None:
     getitem, get, contains, setitem = FEEDPARSERDICT_METHODS.values()
 
     def __getitem__(self: dict[Any, Any], key: Any) -> Any:
-        return getitem(self, key) if key in special else dict.__getitem__(self, key)
+        if key in special or type(self) is not cls:
+            return getitem(self, key)
+        return dict.__getitem__(self, key)
 
     def get_(self: dict[Any, Any], key: Any, default: Any = None) -> Any:
-        return get(self, key, default) if key in special else dict.get(self, key, default)
+        if key in special or type(self) is not cls:
+            return get(self, key, default)
+        return dict.get(self, key, default)
 
     def __contains__(self: dict[Any, Any], key: Any) -> bool:
-        return bool(contains(self, key)) if key in special else dict.__contains__(self, key)
+        if key in special or type(self) is not cls:
+            return bool(contains(self, key))
+        return dict.__contains__(self, key)
 
     def __setitem__(self: dict[Any, Any], key: Any, value: Any) -> None:
-        if key in special:
+        if key in special or type(self) is not cls:
             setitem(self, key, value)
         else:
             dict.__setitem__(self, key, value)

@@ -213,12 +213,16 @@ def _timed_cycle(services: Any, base: str) -> dict[str, Any]:
     with services.engine.connect() as conn:
         mark = conn.execute(select(func.coalesce(func.max(fetch_log.c.id), 0))).scalar()
     control(base, "/_reset")
-    workers = [pid for pid, depth in _descendants(os.getpid()).items() if depth > 1]
-    cpu_self, cpu_workers = time.process_time(), _cpu_of(workers)
+    before = _cpu_by_pid(_workers())
+    cpu_self = time.process_time()
     started = time.perf_counter()
     report = services.poller.run_cycle(all_sources=True)
     elapsed = time.perf_counter() - started
-    cpu_self, cpu_workers = time.process_time() - cpu_self, _cpu_of(workers) - cpu_workers
+    cpu_self = time.process_time() - cpu_self
+    # a worker replaced during the cycle: its successor counts from 0, and the one that
+    # was killed is missed (its last reading is gone with it)
+    after = _cpu_by_pid(_workers() | set(before))
+    cpu_workers = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
     server = control(base, "/_stats")
     with services.engine.connect() as conn:
         errors = conn.execute(
@@ -239,17 +243,22 @@ def _timed_cycle(services: Any, base: str) -> dict[str, Any]:
     }
 
 
-def _cpu_of(pids: list[int]) -> float:
-    """User plus system CPU seconds of ``pids`` so far (from /proc; 0 for one gone)."""
+def _workers() -> set[int]:
+    """The parser processes: the forkserver's children, below our children."""
+    return {pid for pid, depth in _descendants(os.getpid()).items() if depth > 1}
+
+
+def _cpu_by_pid(pids: set[int]) -> dict[int, float]:
+    """User plus system CPU seconds of each of ``pids`` still running (from /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return found
 
 
 def _stop_forkserver() -> None:
@@ -335,8 +344,9 @@ def report(args: argparse.Namespace, naive: dict[str, Any], story: dict[str, Any
                    f"{server['connections']}")  # fmt: skip
         print(f"{label:44} {seconds:8.2f} {n / seconds:9.0f}  {srv:36} {outcomes}")
     print()
-    print("CPU seconds per cycle (polling process + parser workers, both cores: "
-          f"{2 * cold:.2f} s available in the cold cycle):")  # fmt: skip
+    cores = len(os.sched_getaffinity(0))
+    print(f"CPU seconds per cycle (polling process + parser workers; {cores} cores: "
+          f"{cores * cold:.2f} s available in the cold cycle):")  # fmt: skip
     for key, label in (("cold", "cold"), ("warm_a", "warm A"), ("warm_b", "warm B")):
         phase = story[key]
         print(f"  {label:7} {phase['cpu_self']:.2f} + {phase['cpu_workers']:.2f} = "

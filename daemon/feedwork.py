@@ -5,10 +5,10 @@ its database writer."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.errors import UnusableInput
 from adapters.feed import build_result, extract_feed
 from daemon.ingest import identity
 
@@ -17,9 +17,8 @@ def extract_and_identify(body: bytes, url: str, headers: Mapping[str, str]) -> d
     """:func:`adapters.feed.extract_feed`, plus ``annotations``: the identity of each
     observation that :func:`adapters.feed.build_result` will make of its output."""
     raw = extract_feed(body, url, headers)
-    try:
-        observations = build_result(raw, url=url).observations
-    except UnusableInput:
-        return raw  # build_result refuses it again in the polling process
-    raw["annotations"] = [identity(o) for o in observations]
+    # Anything raised here is met again in the polling process, which reports it: an
+    # UnusableInput as a failed check, a bug with its traceback.
+    with contextlib.suppress(Exception):
+        raw["annotations"] = [identity(o) for o in build_result(raw, url=url).observations]
     return raw

@@ -83,12 +83,14 @@ def test_conflicting_rows_are_skipped_and_the_first_kept(engine: Engine) -> None
         insert_many(conn, blobs, [blob("a" * 64, b"first")], skip_conflicts_on=("sha256",))
         batch = [blob(f"{n:064x}", b"x" * n) for n in range(600)]
         batch[300] = blob("a" * 64, b"stored before")  # taken already
-        batch.append(blob(f"{5:064x}", b"twice in one batch"))
+        batch[7] = blob(f"{5:064x}", b"again in the same statement")  # rows 0-511: one
+        batch.append(blob(f"{6:064x}", b"again in a later statement"))
         insert_many(conn, blobs, batch, skip_conflicts_on=("sha256",))
         stored = dict(conn.execute(select(blobs.c.sha256, blobs.c.data)).all())
-    assert len(stored) == 600  # 599 new ones and "a"*64
+    assert len(stored) == 599  # "a"*64 and the 598 distinct new ones
     assert stored["a" * 64] == b"first"
-    assert stored[f"{5:064x}"] == b"x" * 5
+    assert stored[f"{5:064x}"] == b"x" * 5 and stored[f"{6:064x}"] == b"x" * 6
+    assert f"{7:064x}" not in stored
 
 
 def test_a_low_sqlite_variable_limit_still_takes_every_row(sqlite_engine: Engine) -> None:

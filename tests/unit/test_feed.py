@@ -215,18 +215,21 @@ def test_plain_key_lookups_give_feedparsers_own_parse(monkeypatch: pytest.Monkey
     bodies += [_NESTED_BASES, _RELATIVE_GUIDS, _SPECIAL_KEYS]
     headers = {"content-location": FEED_URL, "content-type": "application/xml"}
     keys = ["category", "enclosures", "license", "updated", "updated_parsed", *cls.keymap]
-    keys += ["title", "summary", "links", "tags", "published", "href", "nothing", ("t",)]
+    keys += ["title", "summary", "links", "tags", "published", "href", "nothing", ("t",), ["u"]]
+
+    def outcome(call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except (KeyError, TypeError) as exc:
+            return type(exc).__name__
 
     def lookups(node: Any) -> list[Any]:
         out: list[Any] = []
         for key in keys:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                try:
-                    found: Any = node[key]
-                except (KeyError, TypeError) as exc:
-                    found = type(exc).__name__
-                out += [found, node.get(key, "default"), key in node, len(caught)]
+                out += [outcome(node.__getitem__, key), outcome(node.get, key, "default")]
+                out += [outcome(node.__contains__, key), len(caught)]
         return out
 
     def observed() -> list[Any]:
@@ -241,10 +244,20 @@ def test_plain_key_lookups_give_feedparsers_own_parse(monkeypatch: pytest.Monkey
         made.setdefault("items", [])
         return [*out, dict(made)]
 
-    fast = observed()
+    class Upper(cls):  # type: ignore[misc]
+        def __getitem__(self, key: Any) -> Any:
+            return str(super().__getitem__(key)).upper()
+
+    def subclassed() -> list[Any]:
+        node = Upper(title="quiet")
+        return [node.get("title"), node.get("nothing", "none"), "title" in node]
+
+    fast = observed(), subclassed()
     for name, method in FEEDPARSERDICT_METHODS.items():
         monkeypatch.setattr(cls, name, method)
-    assert observed() == fast
+    assert (observed(), subclassed()) == fast
+    assert fast[1] == ["QUIET", "none", True]  # a subclass's own __getitem__ is honoured
+    fast = fast[0]
     special = fast[-1]
     assert special == {"summary": "DESCRIPTION", "href": "URL", "feed": "CHANNEL",
                        "title": "TITLE", "updated": "UPDATED", "entries": []}  # fmt: skip
