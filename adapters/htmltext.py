@@ -113,14 +113,9 @@ def _simple_paragraphs(fragment: str) -> list[str] | None:
         tag = name.lower()
         if tag in _RAW_TEXT or (closing and self_closed):
             return None
-        if self_closed:
-            flush = tag in _BLOCKS
-        elif tag in _DROPPED:
+        if tag in _DROPPED and not self_closed:
             dropped = max(0, dropped - 1) if closing else dropped + 1
-            flush = False
-        else:
-            flush = tag in _BLOCKS
-        if flush:
+        elif tag in _BLOCKS:
             paragraph = collapse("".join(current))
             if paragraph:
                 paragraphs.append(paragraph)

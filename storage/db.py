@@ -10,7 +10,7 @@ import operator
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -170,9 +170,13 @@ class _Plan:
     plain: Callable[[dict[str, Any]], tuple[Any, ...]]  # the plain columns' values
     steps: tuple[tuple[str, Any], ...]  # (name, bind processor) of the others
     columns: int
+    statements: dict[int, str] = field(default_factory=dict, compare=False)  # by rows
 
     def sql(self, rows: int) -> str:
-        return f"{self.head} {', '.join([self.row] * rows)}{self.tail}"
+        found = self.statements.get(rows)
+        if found is None:
+            found = self.statements[rows] = f"{self.head} {', '.join([self.row] * rows)}{self.tail}"
+        return found
 
 
 _PLANS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], _Plan] = {}
