@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpcore
 import httpx
 
 from adapters.errors import AdapterError
+from adapters.http1 import Connect, Http1Transport
 from adapters.httpsafety import (
     BodyDecodeError,
     CappedDecoder,
@@ -197,45 +197,14 @@ class _HostGate:
             self._sleep(start - now)
 
 
-class _GuardedBackend(httpcore.SyncBackend):
-    """httpcore's network backend, connecting only to addresses the SSRF guard allows.
-
-    It resolves the name itself, checks every address, and connects to a checked one
-    (TLS still verifies and sends the name), so a DNS rebinding server gets no second
-    lookup to answer with a private address. Runs once per new connection; a reused
-    keep-alive connection was checked when it was opened."""
-
-    def __init__(self, vet: Callable[[str, int], list[str]]) -> None:
-        self._vet = vet
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        failure: Exception | None = None
-        for address in self._vet(host, port):  # raises FetchError: not httpcore's to map
-            try:
-                return super().connect_tcp(
-                    address, port, timeout, local_address=local_address,
-                    socket_options=socket_options,
-                )  # fmt: skip
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc  # the next address, as socket.create_connection does
-        if failure is None:  # _vet never returns an empty list
-            raise TransientFetchError(f"no address to connect to for {host!r}", url=host)
-        raise failure
-
-
 class _Lanes:
-    """The keep-alive pool, split into lanes: one httpx transport (httpcore pool) each.
+    """The keep-alive pool, split into lanes: one transport (``Http1Transport``) each.
 
-    One pool shared by every worker thread serialises them on its lock, and each
-    request scans (and polls the socket of) every idle connection in it. So
-    ``max_connections`` is divided among up to ``_LANES`` smaller pools. A request
+    Lanes bound the open connections: ``max_connections`` is divided among up to
+    ``_LANES`` transports, each with at most its share of requests in flight and of
+    idle connections. (They were made for httpcore's pool, whose one lock serialised
+    every worker thread; each lane's lock is now held only to take or give back an
+    idle connection.) A request
     goes to the lane its ``(host, slot)`` used last, so a host's connections stay in
     as few lanes as it has slots in use (no more connections per host than before),
     unless that lane is full: then to the least busy lane. The total of open
@@ -245,7 +214,7 @@ class _Lanes:
         self,
         settings: HttpSettings,
         transport: httpx.BaseTransport | None,
-        backend: httpcore.SyncBackend | None = None,
+        connect: Connect | None = None,
     ) -> None:
         if transport is not None:  # injected (tests): one lane, the caller's transport
             self.transports: list[httpx.BaseTransport] = [transport]
@@ -255,7 +224,10 @@ class _Lanes:
             share, extra = divmod(settings.max_connections, count)
             self._capacity = [share + (lane < extra) for lane in range(count)]  # sum: the cap
             tls = httpx.create_ssl_context(trust_env=False)  # one CA bundle for every lane
-            self.transports = [_transport(tls, cap, backend) for cap in self._capacity]
+            self.transports = [
+                Http1Transport(ssl_context=tls, max_idle=cap, connect=connect)
+                for cap in self._capacity
+            ]
         self._free = threading.Condition()
         self._busy = [0] * len(self.transports)
         # (host, slot) -> the lane it used last; the least recently placed are forgotten
@@ -300,26 +272,6 @@ class _Lanes:
             transport.close()
 
 
-def _transport(
-    tls: Any, connections: int, backend: httpcore.SyncBackend | None
-) -> httpx.HTTPTransport:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    transport = httpx.HTTPTransport(verify=tls, limits=limits, trust_env=False)
-    if backend is not None:
-        # httpx.HTTPTransport takes no network backend: the pool it built, with ours
-        if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
-            raise RuntimeError("this httpx version keeps its connection pool elsewhere")
-        transport._pool = httpcore.ConnectionPool(
-            ssl_context=tls,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            retries=0,
-            network_backend=backend,
-        )
-    return transport
-
-
 class HttpClient:
     """Fetches one URL at a time per call; safe to call from many threads at once."""
 
@@ -337,9 +289,10 @@ class HttpClient:
         self._clock = clock
         self._gate = _HostGate(settings, sleep, clock)
         self._allowed = tuple(ipaddress.ip_network(n) for n in settings.allowed_networks)
-        # httpx's transports, without httpx.Client's per-request machinery (header and
-        # cookie merging, auth and redirect generators): redirects are ours anyway.
-        guarded = None if settings.allow_private_networks else _GuardedBackend(self._vet)
+        # httpx's requests and responses on our HTTP/1.1 transport, without
+        # httpx.Client's per-request machinery (header and cookie merging, auth and
+        # redirect generators): redirects are ours anyway.
+        guarded = None if settings.allow_private_networks else self._connect_checked
         self._lanes = _Lanes(settings, transport, guarded)
         self._cookies = httpx.Cookies()  # kept between requests, as httpx.Client did
         self._base_headers = [
@@ -578,6 +531,21 @@ class HttpClient:
                     f"refused address {address} (private, loopback or reserved)", url=host
                 )
         return addresses
+
+    def _connect_checked(self, host: str, port: int, timeout: float) -> socket.socket:
+        """A connection to an address of ``host`` that the guard allows, resolved here,
+        once per new connection (a reused keep-alive connection was checked when it was
+        opened). TLS still verifies and sends the name, so a DNS rebinding server gets
+        no second lookup to answer with a private address. Addresses are tried in turn,
+        as socket.create_connection does."""
+        failure: OSError | None = None
+        for address in self._vet(host, port):  # raises FetchError: not httpx's to map
+            try:
+                return socket.create_connection((address, port), timeout=timeout)
+            except OSError as exc:
+                failure = exc
+        assert failure is not None  # _vet never returns an empty list
+        raise failure
 
     def _is_allowed(self, address: str) -> bool:
         return in_networks(address, self._allowed)

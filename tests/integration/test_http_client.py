@@ -36,6 +36,7 @@ from adapters.http import (
     is_blocked_address,
     parse_retry_after,
 )
+from adapters.http1 import Http1Transport
 from tests.httpserver import serving
 
 FEED = b"<rss version='2.0'><channel><title>t</title></channel></rss>"
@@ -181,7 +182,7 @@ class LoopbackOnly(httpx.BaseTransport):
     """A real transport that refuses, before any I/O, every host but 127.0.0.1."""
 
     def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
+        self.inner = Http1Transport()
         self.hosts: list[str] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -522,7 +523,7 @@ def test_tls_to_the_checked_address_verifies_the_name(
             client.fetch(f"https://lan.test:{port}/feed")  # not in the system's CAs
         trusted = ssl.create_default_context(cafile=str(cert))
         for lane in client._lanes.transports:  # the test's CA, in every lane's pool
-            lane._pool._ssl_context = trusted  # type: ignore[attr-defined]
+            lane.ssl_context = trusted  # type: ignore[attr-defined]
         assert client.fetch(f"https://lan.test:{port}/feed").body == FEED
         with pytest.raises(TransientFetchError, match="Hostname mismatch"):
             client.fetch(f"https://other.test:{port}/feed")  # same address, wrong name

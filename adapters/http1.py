@@ -1,0 +1,358 @@
+"""A lean HTTP/1.1 transport for httpx: blocking sockets, keep-alive, llhttp parsing.
+
+httpx's default transport (httpcore and h11) spends about three times as much CPU per
+request as the request itself needs: for a 304 to a conditional GET, the bulk of an
+unchanged re-check, h11's pure-Python state machine and httpcore's pool bookkeeping
+were most of the check's cost (docs/performance.md). This transport keeps httpx's
+Request and Response (and so the client's code, errors and tests) and does the wire
+work itself: the request head written in one ``sendall``, the response parsed by
+llhttp (Node.js's parser, through ``httptools``), the body streamed as it arrives.
+
+What it does, and does not:
+
+- ``GET`` and ``HEAD`` without a request body: all the project's client sends.
+- ``http`` and ``https`` (the context given verifies certificates and names; SNI is
+  the URL's host). No proxies, no HTTP/2, no ``Expect: 100-continue``.
+- Bodies framed by Content-Length, chunked encoding, or the end of the connection.
+  A body is streamed as it arrives: the caller decides how much to read (caps,
+  deadlines). The connection goes back to the pool only once its response was read to
+  the end and the server allows keep-alive; one closed early is closed.
+- The response head must arrive within the read timeout and be at most
+  ``MAX_HEAD_BYTES``.
+- A kept-alive connection the server has closed, or that has something unread, is
+  dropped before reuse; if a reused connection fails before any byte of the response,
+  the request is sent once more on a new connection (GET and HEAD are idempotent).
+- Errors are httpx's: ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``,
+  ``WriteTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``.
+
+``connect(host, port, timeout)`` opens the TCP connection (the client's SSRF guard
+resolves and checks the addresses there); the default is ``socket.create_connection``.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httptools
+import httpx
+
+__all__ = ["MAX_HEAD_BYTES", "Connect", "Http1Transport"]
+
+Connect = Callable[[str, int, float], socket.socket]
+
+MAX_HEAD_BYTES = 64 * 1024  # status line and headers together
+_RECV = 64 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _Parsed:
+    """httptools' callbacks for one response: the head, then body pieces as they come."""
+
+    __slots__ = ("body", "complete", "head_done", "headers", "keep_alive", "parser")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        # asked now: once a later feed_data has returned, llhttp has reset its flags
+        if self.parser is not None:
+            self.keep_alive = self.parser.should_keep_alive()
+        self.parser = None  # no reference cycle left behind
+        self.complete = True
+
+
+class _Connection:
+    __slots__ = ("idle_since", "key", "sock")
+
+    def __init__(self, sock: socket.socket, key: tuple[str, str, int]) -> None:
+        self.sock, self.key = sock, key
+        self.idle_since = 0.0
+
+    def reusable(self, now: float, expiry: float) -> bool:
+        """Idle for less than ``expiry`` seconds, and nothing to read: a closed or
+        confused connection is readable (EOF or stray bytes)."""
+        if now - self.idle_since > expiry:
+            return False
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _Body(httpx.SyncByteStream):
+    """The response body, read from the socket as the caller iterates."""
+
+    def __init__(
+        self,
+        transport: Http1Transport,
+        conn: _Connection,
+        parser: httptools.HttpResponseParser,
+        parsed: _Parsed,
+        until_eof: bool,
+    ) -> None:
+        self._transport, self._conn, self._parser, self._parsed = transport, conn, parser, parsed
+        self._until_eof = until_eof  # no Content-Length, not chunked: the end is EOF
+        self._done = parsed.complete
+
+    def __iter__(self) -> Iterator[bytes]:
+        parsed = self._parsed
+        while True:
+            if parsed.body:
+                chunks, parsed.body = parsed.body, []
+                yield from chunks
+            if parsed.complete:
+                self._done = True
+                return
+            data = _recv(self._conn.sock, None)
+            if not data:
+                if self._until_eof:
+                    self._done = True  # the body ends with the connection
+                    self._conn.close()
+                    return
+                raise httpx.RemoteProtocolError("connection closed in the middle of the body")
+            _feed(self._parser, data)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None  # type: ignore[assignment]
+        if conn is None:
+            return
+        if self._done and not self._until_eof and self._parsed.keep_alive:
+            self._transport._put_back(conn)
+        else:
+            conn.close()
+
+
+class Http1Transport(httpx.BaseTransport):
+    """Thread-safe; keeps up to ``max_idle`` idle connections (all hosts together)."""
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle: int = 10,
+        keepalive_expiry: float = 5.0,
+        connect: Connect | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._max_idle, self._expiry = max_idle, keepalive_expiry
+        self._connect = connect or _connect
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._idle_count = 0
+        self._closed = False
+
+    # -- the pool ------------------------------------------------------------------
+
+    def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
+        now = self._clock()
+        while True:
+            with self._lock:
+                conns = self._idle.get(key)
+                if not conns:
+                    return None
+                conn = conns.pop()  # the most recently used: the least likely closed
+                self._idle_count -= 1
+                if not conns:
+                    del self._idle[key]
+            if conn.reusable(now, self._expiry):
+                return conn
+            conn.close()
+
+    def _put_back(self, conn: _Connection) -> None:
+        conn.idle_since = self._clock()
+        with self._lock:
+            if not self._closed and self._idle_count < self._max_idle:
+                self._idle.setdefault(conn.key, []).append(conn)
+                self._idle_count += 1
+                return
+        conn.close()
+
+    def idle_connections(self) -> int:
+        with self._lock:
+            return self._idle_count
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns = [c for group in self._idle.values() for c in group]
+            self._idle.clear()
+            self._idle_count = 0
+        for conn in conns:
+            conn.close()
+
+    # -- one request ---------------------------------------------------------------
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method not in ("GET", "HEAD"):
+            raise httpx.UnsupportedProtocol(f"method {request.method} is not supported here")
+        url = request.url
+        if url.scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        timeouts = request.extensions.get("timeout", {})
+        connect_timeout = timeouts.get("connect") or 10.0
+        read_timeout = timeouts.get("read") or 20.0
+        write_timeout = timeouts.get("write") or read_timeout
+        key = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
+        head = _request_head(request)
+        reused = self._take_idle(key)
+        if reused is not None:
+            try:
+                return self._exchange(reused, request, head, write_timeout, read_timeout)
+            except _Stale:
+                reused.close()  # the server closed it meanwhile: once more, on a new one
+        conn = self._open(key, connect_timeout)
+        try:
+            return self._exchange(conn, request, head, write_timeout, read_timeout)
+        except _Stale as exc:
+            raise httpx.RemoteProtocolError(
+                "server disconnected without sending a response"
+            ) from exc
+
+    def _open(self, key: tuple[str, str, int], timeout: float) -> _Connection:
+        scheme, host, port = key
+        try:
+            sock = self._connect(host, port, timeout)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock.settimeout(timeout)
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpx.ConnectTimeout(f"TLS handshake with {host}:{port} timed out") from exc
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise httpx.ConnectError(str(exc)) from exc
+        return _Connection(sock, key)
+
+    def _exchange(
+        self,
+        conn: _Connection,
+        request: httpx.Request,
+        head: bytes,
+        write_timeout: float,
+        read_timeout: float,
+    ) -> httpx.Response:
+        sock = conn.sock
+        try:
+            sock.settimeout(write_timeout)
+            try:
+                sock.sendall(head)
+            except TimeoutError as exc:
+                raise httpx.WriteTimeout("timed out sending the request") from exc
+            except OSError as exc:
+                raise _Stale from exc
+            parsed = _Parsed()
+            parser = parsed.parser = httptools.HttpResponseParser(parsed)
+            deadline = time.monotonic() + read_timeout  # the whole head within it
+            received = 0
+            while not parsed.head_done:
+                data = _recv(sock, deadline - time.monotonic(), first=received == 0)
+                if not data:
+                    if received == 0:
+                        raise _Stale
+                    raise httpx.RemoteProtocolError("connection closed in the response head")
+                room = MAX_HEAD_BYTES - received  # the head must end within the limit
+                received += len(data)
+                _feed(parser, data[:room])
+                if len(data) > room:
+                    if not parsed.head_done:
+                        raise httpx.RemoteProtocolError(
+                            f"response head larger than {MAX_HEAD_BYTES} bytes"
+                        )
+                    _feed(parser, data[room:])
+            sock.settimeout(read_timeout)  # from here: the longest silence in the body
+        except BaseException:
+            conn.close()
+            raise
+        status = parser.get_status_code()
+        if request.method == "HEAD":
+            parsed.complete, parsed.body = True, []
+        names = {name.lower() for name, _ in parsed.headers}
+        until_eof = (
+            not parsed.complete
+            and b"content-length" not in names
+            and b"transfer-encoding" not in names
+        )
+        stream = _Body(self, conn, parser, parsed, until_eof)
+        return httpx.Response(
+            status,
+            headers=parsed.headers,
+            stream=stream,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+
+class _Stale(Exception):
+    """A reused connection failed before any byte of the response came back."""
+
+
+def _request_head(request: httpx.Request) -> bytes:
+    url = request.url
+    parts = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _recv(sock: socket.socket, timeout: float | None, *, first: bool = False) -> bytes:
+    """Up to _RECV bytes; b"" at EOF. ``timeout`` (if given) for this read only."""
+    try:
+        if timeout is not None:
+            if timeout <= 0:
+                raise TimeoutError
+            sock.settimeout(timeout)
+        return sock.recv(_RECV)
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout("timed out reading the response") from exc
+    except ssl.SSLError as exc:
+        raise httpx.ReadError(f"TLS error reading the response: {exc}") from exc
+    except OSError as exc:
+        if first and isinstance(exc, ConnectionResetError | BrokenPipeError):
+            raise _Stale from exc
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+
+def _feed(parser: httptools.HttpResponseParser, data: bytes) -> None:
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade as exc:
+        raise httpx.RemoteProtocolError("the server switched protocols") from exc
+    except httptools.HttpParserError as exc:
+        raise httpx.RemoteProtocolError(f"malformed HTTP response: {exc}") from exc
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    return socket.create_connection((host, port), timeout=timeout)

@@ -1,0 +1,274 @@
+"""adapters/http1.py against a scripted server on 127.0.0.1: framing, keep-alive, stale
+connections and malformed answers, byte for byte."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from adapters.http1 import MAX_HEAD_BYTES, Http1Transport
+
+# what the server does with one request: bytes to send, and whether to close afterwards
+Answer = tuple[bytes, bool]
+
+
+class Scripted:
+    """Answers the n-th request (over all connections) with ``script(n, request)``."""
+
+    def __init__(self, script: Callable[[int, bytes], Answer]) -> None:
+        self.script = script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/page"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        buffer = b""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    while b"\r\n\r\n" not in buffer:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buffer += data
+                except OSError:
+                    return
+                request, _, buffer = buffer.partition(b"\r\n\r\n")
+                with self._lock:
+                    self.requests.append(request)
+                    number = len(self.requests)
+                reply, close = self.script(number, request)
+                try:
+                    conn.sendall(reply)
+                except OSError:
+                    return
+                if close:
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        self._thread.join(2)
+
+
+@contextmanager
+def scripted(script: Callable[[int, bytes], Answer]) -> Iterator[Scripted]:
+    server = Scripted(script)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+TIMEOUT = {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}
+
+
+def get(
+    transport: Http1Transport, url: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, httpx.Headers]:
+    request = httpx.Request("GET", url, headers=headers, extensions={"timeout": TIMEOUT})
+    response = transport.handle_request(request)
+    try:
+        return response.status_code, b"".join(response.iter_raw()), response.headers
+    finally:
+        response.close()
+
+
+def ok(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in (f"Content-Length: {len(body)}", *headers))
+    return f"HTTP/1.1 200 OK\r\n{head}\r\n".encode() + body
+
+
+def test_request_head_is_what_httpx_built() -> None:
+    with scripted(lambda n, r: (ok(b"hi"), False)) as server, Http1Transport() as transport:
+        answer = get(transport, server.url + "?a=1&b=%20", {"If-None-Match": '"v1"'})
+        assert answer[:2] == (200, b"hi")
+    lines = server.requests[0].split(b"\r\n")
+    assert lines[0] == b"GET /page?a=1&b=%20 HTTP/1.1"
+    assert f"Host: 127.0.0.1:{server.port}".encode() in lines
+    assert b'If-None-Match: "v1"' in lines
+
+
+def test_keep_alive_connection_reused() -> None:
+    with scripted(lambda n, r: (ok(b"%d" % n), False)) as server, Http1Transport() as transport:
+        bodies = [get(transport, server.url)[1] for _ in range(5)]
+    assert bodies == [b"1", b"2", b"3", b"4", b"5"]
+    assert server.connections == 1
+
+
+def test_304_without_body_reuses_the_connection() -> None:
+    answer = b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n'
+    with scripted(lambda n, r: (answer, False)) as server, Http1Transport() as transport:
+        for _ in range(3):
+            status, body, headers = get(transport, server.url, {"If-None-Match": '"v1"'})
+            assert (status, body, headers["etag"]) == (304, b"", '"v1"')
+    assert server.connections == 1
+
+
+def test_chunked_body_in_pieces() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n"
+    )
+    with scripted(lambda n, r: (chunked, False)) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[1] == b"hello world"
+        assert get(transport, server.url)[1] == b"hello world"
+    assert server.connections == 1
+
+
+def test_body_ending_with_the_connection() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 300_000
+    with scripted(lambda n, r: (answer, True)) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[1] == b"x" * 300_000
+        assert transport.idle_connections() == 0  # that connection is over
+        assert get(transport, server.url)[1] == b"x" * 300_000
+    assert server.connections == 2
+
+
+def test_connection_close_and_http_1_0_not_kept() -> None:
+    replies = {1: (ok(b"a", "Connection: close"), True), 2: (b"HTTP/1.0 200 OK\r\n"
+               b"Content-Length: 1\r\n\r\nb", True), 3: (ok(b"c"), False)}  # fmt: skip
+    with scripted(lambda n, r: replies[n]) as server, Http1Transport() as transport:
+        assert [get(transport, server.url)[1] for _ in range(3)] == [b"a", b"b", b"c"]
+    assert server.connections == 3
+
+
+def test_content_encoding_left_to_the_caller() -> None:
+    packed = gzip.compress(b"feed")
+    answer = ok(packed, "Content-Encoding: gzip")
+    with scripted(lambda n, r: (answer, False)) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[1] == packed
+
+
+def test_stale_kept_alive_connection_is_replaced() -> None:
+    # the server answers, then closes the connection it had let the client keep: the
+    # next request must not fail for it
+    with scripted(lambda n, r: (ok(b"%d" % n), True)) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[1] == b"1"
+        assert get(transport, server.url)[1] == b"2"
+    assert server.connections == 2
+
+
+def test_reset_before_an_answer_on_a_reused_connection_is_retried_once() -> None:
+    calls = {"n": 0}
+
+    def script(n: int, request: bytes) -> Answer:
+        calls["n"] += 1
+        if n == 2:
+            return b"", True  # took the request and hung up without a word
+        return ok(b"%d" % n), False
+
+    with scripted(script) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[1] == b"1"
+        assert get(transport, server.url)[1] == b"3"  # sent again on a new connection
+    assert server.connections == 2
+
+
+def test_no_answer_on_a_new_connection_is_an_error() -> None:
+    refused = pytest.raises(httpx.RemoteProtocolError, match="without sending a response")
+    with scripted(lambda n, r: (b"", True)) as server, Http1Transport() as transport, refused:
+        get(transport, server.url)
+    assert len(server.requests) == 1  # never sent twice on fresh connections
+
+
+def test_truncated_body_is_an_error() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
+    with scripted(lambda n, r: (answer, True)) as server, Http1Transport() as transport:
+        with pytest.raises(httpx.RemoteProtocolError, match="middle of the body"):
+            get(transport, server.url)
+        assert transport.idle_connections() == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"SMTP ready\r\n\r\n", b"HTTP/1.1 2x0 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"],
+)  # fmt: skip
+def test_malformed_answer_is_a_protocol_error(answer: bytes) -> None:
+    malformed = pytest.raises(httpx.RemoteProtocolError, match="malformed HTTP response")
+    with scripted(lambda n, r: (answer, True)) as server, Http1Transport() as transport, malformed:
+        get(transport, server.url)
+
+
+def test_huge_response_head_refused() -> None:
+    header = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+    answer = b"HTTP/1.1 200 OK\r\n" + header * (MAX_HEAD_BYTES // len(header) + 2) + b"\r\n"
+    refused = pytest.raises(httpx.RemoteProtocolError, match="response head larger than")
+    with scripted(lambda n, r: (answer, True)) as server, Http1Transport() as transport, refused:
+        get(transport, server.url)
+
+
+def test_silent_server_times_out() -> None:
+    half = b"HTTP/1.1 200 OK\r\n"  # and then nothing
+    timed_out = pytest.raises(httpx.ReadTimeout)
+    with scripted(lambda n, r: (half, False)) as server, Http1Transport() as transport, timed_out:
+        timeout = {**TIMEOUT, "read": 0.3}
+        transport.handle_request(httpx.Request("GET", server.url, extensions={"timeout": timeout}))
+
+
+def test_refused_connection_is_a_connect_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]
+    with Http1Transport() as transport, pytest.raises(httpx.ConnectError):
+        get(transport, f"http://127.0.0.1:{port}/")
+
+
+def test_body_closed_early_closes_the_connection() -> None:
+    answer = ok(b"y" * 200_000)
+    with scripted(lambda n, r: (answer, False)) as server, Http1Transport() as transport:
+        request = httpx.Request("GET", server.url, extensions={"timeout": TIMEOUT})
+        response = transport.handle_request(request)
+        next(response.iter_raw())  # a cap reached: the rest is not read
+        response.close()
+        assert transport.idle_connections() == 0
+        assert get(transport, server.url)[1] == b"y" * 200_000
+    assert server.connections == 2
+
+
+def test_idle_connections_bounded_and_closed_with_the_transport() -> None:
+    servers = [Scripted(lambda n, r: (ok(b"k"), False)) for _ in range(3)]
+    try:
+        transport = Http1Transport(max_idle=2)
+        for server in servers:
+            assert get(transport, server.url)[1] == b"k"
+        assert transport.idle_connections() == 2
+        transport.close()
+        assert transport.idle_connections() == 0
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_only_get_and_head() -> None:
+    request = httpx.Request("POST", "http://127.0.0.1:9/", content=b"x")
+    with Http1Transport() as transport, pytest.raises(httpx.UnsupportedProtocol):
+        transport.handle_request(request)
