@@ -231,7 +231,8 @@ def show(ctx: Context, article: str, moment: str | None) -> None:
     from storage.events import from_iso
 
     head, found = _history(ctx, article)
-    version = found[-1]
+    # the version current now: a tracker's history imported late has higher numbers
+    version = next((v for v in found if v["valid_to"] is None), found[-1])
     if moment:
         try:
             when = from_iso(moment)

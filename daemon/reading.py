@@ -45,7 +45,10 @@ def render_diff(pieces: Sequence[tuple[str, str]], *, colour: bool) -> str:
 
 
 def as_of(versions: Sequence[dict[str, Any]], moment: datetime) -> dict[str, Any] | None:
-    """The version current at ``moment`` (valid_from <= moment < valid_to)."""
+    """The version current at ``moment``: valid_from <= moment < valid_to (or valid_to
+    NULL), the as-of query of docs/schema.md. Intervals do not overlap, so at most one
+    version matches; a zero-length interval (a tie, see the articles projection) never
+    does."""
     for version in versions:
         start, end = version["valid_from"], version["valid_to"]
         if start <= moment and (end is None or moment < end):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from storage.db import insert_many
 from storage.events import (
@@ -132,22 +132,52 @@ def _discovered_version_row(p: dict[str, Any], position: int) -> dict[str, Any]:
 
 
 def _revise(conn: Connection, event: ArticleRevised, position: int) -> None:
+    """Add a version and fit it into the article's timeline, which is ordered by
+    ``valid_from`` whatever the order in which versions arrive: the version whose
+    interval covers the new start ends there, and the new version lasts until the
+    next start after its own (open if there is none). On a tie, the version that
+    arrived later wins from that instant (the earlier one keeps a zero-length
+    interval)."""
+    aid = event.article_id
+    start = _valid_from(event)
     count = conn.execute(
-        select(articles.c.version_count).where(articles.c.article_id == event.article_id)
+        select(articles.c.version_count).where(articles.c.article_id == aid)
     ).scalar_one()
     version = count + 1
+    row = _version_row(event, position, version)
+    # The common case: the new version starts at or after the open one, so it closes
+    # it and becomes the current version.
+    closed = conn.execute(
+        update(article_versions)
+        .where(article_versions.c.article_id == aid)
+        .where(article_versions.c.valid_to.is_(None))
+        .where(article_versions.c.valid_from <= start)
+        .values(valid_to=start)
+    ).rowcount
+    if closed:
+        conn.execute(insert(article_versions).values(row))
+        values = _article_row(event)
+        for key in ("article_id", "article_key", "first_seen_at"):
+            del values[key]
+        values.update(version_count=version, status="live")
+        conn.execute(update(articles).where(articles.c.article_id == aid).values(values))
+        return
+    # A version from before the current one (a tracker's history imported late): it
+    # is slotted into the past, and the current view only counts it.
+    row["valid_to"] = conn.execute(
+        select(func.min(article_versions.c.valid_from))
+        .where(article_versions.c.article_id == aid)
+        .where(article_versions.c.valid_from > start)
+    ).scalar_one()
     conn.execute(
         update(article_versions)
-        .where(article_versions.c.article_id == event.article_id)
-        .where(article_versions.c.valid_to.is_(None))
-        .values(valid_to=_valid_from(event))
+        .where(article_versions.c.article_id == aid)
+        .where(article_versions.c.valid_from <= start)
+        .where(article_versions.c.valid_to > start)
+        .values(valid_to=start)
     )
-    conn.execute(insert(article_versions).values(_version_row(event, position, version)))
-    values = _article_row(event)
-    for key in ("article_id", "article_key", "first_seen_at"):
-        del values[key]
-    values.update(version_count=version, status="live")
-    conn.execute(update(articles).where(articles.c.article_id == event.article_id).values(values))
+    conn.execute(insert(article_versions).values(row))
+    conn.execute(update(articles).where(articles.c.article_id == aid).values(version_count=version))
 
 
 def _article_row(event: ArticleVersionEvent) -> dict[str, Any]:

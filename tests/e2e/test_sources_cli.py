@@ -77,3 +77,26 @@ def test_sources_poll_and_reading_history_back(storyline: Storyline, server: Ser
     assert removed.strip() == feed_id
     status = json.loads(run(site, "status", "--json"))
     assert status["sources"]["by_status"] == {"active": 1, "removed": 1}
+
+
+def test_show_gives_the_current_text_when_a_tracker_history_arrives_later(
+    storyline: Storyline, server: Server
+) -> None:
+    """A dropped file first, then the tracker's older versions: they go into the past,
+    and ``show`` (without --as-of) still gives the file's text, the one current now."""
+    site = storyline
+    site.write_config(http__allow_private_networks=True, http__per_host_min_delay=0.0)
+    site.init()
+    seed = site.stage / "003.txt"
+    seed.write_bytes((FIXTURES / "seeds" / "003_56ba656788b3d0c8.txt").read_bytes())
+    assert "1 new" in run(site, "ingest", str(seed))
+    run(site, "sources", "add", server.url(NS), "--kind", "changelog")
+    run(site, "poll", "--once")
+
+    now = run(site, "show", GUARDIAN)
+    assert now.startswith("# v1 of 4") and "(file, substantive)" in now.splitlines()[0]
+    then = run(site, "show", GUARDIAN, "--as-of", "2017-12-22T10:00:00Z")
+    assert then.startswith("# v2 of 4")
+    assert EXPECTED["versions"][0]["paragraphs"][0] in then
+    later = run(site, "show", GUARDIAN, "--as-of", "2017-12-22T15:00:00Z")
+    assert later.startswith("# v4 of 4")
