@@ -148,9 +148,25 @@ def decide(
         chars_added=added,
         chars_removed=removed,
         previous_version=latest.number,
-        previous_check_at=previous_check_at or latest.observed_at,
+        previous_check_at=_previous_check(item.observation, latest, previous_check_at),
         reverts_to_version=reverts_to,
     )
+
+
+def _previous_check(
+    obs: Observation, latest: KnownVersion, last_check: datetime | None
+) -> datetime | None:
+    """A time at which the previous text (``latest``'s) was still there: the edit
+    happened after it. For storyline's own checks: the source's previous check, else
+    when ``latest`` was recorded. A tracker's version was noticed at the tracker's time,
+    and our checks of the tracker say nothing of when the article changed, so the bound
+    is when the previous text was seen (the tracker's time if it is a tracker's
+    version), or None if that is after the tracker saw this text (unknown: a 2017
+    history compared with a text storyline recorded in 2026)."""
+    if obs.source_observed_at is None:
+        return last_check or latest.observed_at
+    seen = latest.event.source_observed_at or latest.observed_at
+    return seen if seen <= obs.source_observed_at else None
 
 
 def idempotency_key(source_id: str, item: Identified, after_version: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 
 from adapters.changelog import parse_listing, parse_version
 from adapters.observation import Observation
@@ -167,6 +167,20 @@ def test_a_tracker_history_imported_after_a_file_goes_into_the_past(
         engine,
         [t + d for t in (*TRACKER_AT, FILE_AT) for d in (timedelta(0), timedelta(seconds=-1))],
     )
+
+    # when each edit happened (the query of docs/schema.md): after the tracker saw the
+    # previous text, by the time it saw the new one; no lower bound for the tracker's
+    # first version, which is older than the file's text it was compared with
+    v = article_versions.c
+    bounds = select(
+        v.version, v.previous_check_at, func.coalesce(v.source_observed_at, v.observed_at)
+    ).where(v.version > 1)
+    with engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(bounds.order_by(v.version))] == [
+            (2, None, TRACKER_AT[0]),
+            (3, TRACKER_AT[0], TRACKER_AT[1]),
+            (4, TRACKER_AT[1], TRACKER_AT[2]),
+        ]
 
     # the current view is still the file's version: the import only added to the count
     current = head(engine)

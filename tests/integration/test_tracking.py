@@ -3,6 +3,7 @@ imported once, only new versions afterwards, and pages decay until tracking stop
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -171,6 +172,14 @@ def test_newssniffer_history_is_imported_once_then_only_new_versions(
     ]
     latest = versions(services)[-1]
     assert (latest[0], latest[1], latest[5]) == (4, "3", "substantive")
+    # each edit is bounded by the tracker's times, not by storyline's checks of it
+    bounds = query(
+        services,
+        "SELECT previous_check_at, COALESCE(source_observed_at, observed_at)"
+        " FROM article_versions WHERE version > 1 ORDER BY version",
+    )
+    seen = [f"2017-12-22T{t}:00.000000Z" for t in ("09:31", "11:40", "14:05", "16:20")]
+    assert bounds == list(itertools.pairwise(seen))
 
 
 def test_newsdiffs_change_log_gives_the_same_history_and_the_same_article(

@@ -90,6 +90,53 @@ def test_a_feed_summary_never_revises_the_full_text_of_another_channel() -> None
     assert file_again is None  # compared with the latest *file* version, unchanged
 
 
+def tracked(body: str, at: datetime, label: str) -> Observation:
+    """A version imported from a tracker's changelog, noticed by the tracker ``at``."""
+    return Observation(
+        title="Johnson to visit Moscow",
+        body=body,
+        channel="changelog",
+        url="https://example.com/a",
+        source_version=label,
+        source_observed_at=at,
+    )
+
+
+def record_at(
+    state: ArticleState, observation: Observation, at: datetime, last_check: datetime | None
+) -> tuple[ArticleState, ArticleRevised | None]:
+    item = identify(observation)
+    event = decide(state, item, source_id="src-ns", observed_at=at, previous_check_at=last_check)
+    if event is not None:
+        state = evolve(state, event, state.stream_version + 1)
+    return state, event if isinstance(event, ArticleRevised) else None
+
+
+def test_a_tracker_version_is_bounded_by_the_tracker_times_not_by_the_import() -> None:
+    """The edit from tracker version 0 to 1 happened after the tracker saw version 0
+    (2017), not after storyline's last check of the tracker's page."""
+    seen = [datetime(2017, 12, 22, h, tzinfo=UTC) for h in (9, 11, 14)]
+    imported = T0 + timedelta(days=300)
+    last_check = imported - timedelta(hours=1)
+    state, _ = record_at(start(), tracked(BODY, seen[0], "0"), imported, last_check)
+    state, second = record_at(state, tracked(BODY + "\n\nOne.", seen[1], "1"), imported, None)
+    _, third = record_at(state, tracked(BODY + "\n\nTwo.", seen[2], "2"), imported, last_check)
+    assert second is not None and second.previous_check_at == seen[0]
+    assert third is not None and third.previous_check_at == seen[1]
+
+
+def test_a_tracker_version_older_than_the_text_it_is_compared_with_has_no_bound() -> None:
+    old = datetime(2017, 12, 22, 9, tzinfo=UTC)
+    state, _ = feed(start(), obs(), 0)  # a file recorded at T0 (2026)
+    _, event = record_at(state, tracked(BODY + "\n\nOld.", old, "0"), T0 + timedelta(hours=1), T0)
+    assert event is not None and event.previous_check_at is None
+
+    state, _ = feed(start(), obs(), 0)
+    later = T0 + timedelta(hours=2)  # the tracker saw the change after storyline's file
+    _, event = record_at(state, tracked(BODY + "\n\nNew.", later, "5"), later, None)
+    assert event is not None and event.previous_check_at == T0
+
+
 def test_idempotency_key_depends_on_text_and_predecessor() -> None:
     item = identify(obs())
     assert idempotency_key("inbox", item, 0) == idempotency_key("inbox", item, 0)
