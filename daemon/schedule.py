@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, bindparam, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from adapters.errors import UnusableInput
@@ -32,7 +32,7 @@ from daemon.handlers import HANDLERS, Found, Tools
 from daemon.ingest import identify_all
 from daemon.recorder import Pending, record
 from storage.blobs import Blob
-from storage.db import IMMEDIATE
+from storage.db import IMMEDIATE, insert_many
 from storage.errors import ConcurrencyError, StoreError, StoreUnavailable
 from storage.events import ArticleTrackingStopped, to_iso
 from storage.schema import fetch_log, source_config, source_state
@@ -379,7 +379,7 @@ class Poller:
                     .values(lease_owner=None, lease_until=None)
                 )
             if logs:
-                conn.execute(insert(fetch_log), logs)
+                insert_many(conn, fetch_log, logs)
             for keys, rows in groups.items():
                 statement = (
                     update(source_state)
