@@ -1,8 +1,8 @@
 """``storyline``: the command line. The only place that exits the process.
 
-Exit codes: 0 success; 1 failure (or, for ``ingest``, some input was rejected);
-2 usage or configuration error (naming the dotted key); 3 another daemon holds the
-database.
+Exit codes: 0 success; 1 failure (or, for ``ingest``, some input was rejected; or a
+database that ``init`` has not set up); 2 usage or configuration error (naming the
+dotted key); 3 another daemon holds the database.
 """
 
 from __future__ import annotations
@@ -69,14 +69,19 @@ class Context:
         return self._settings
 
     @contextmanager
-    def services(self, *, bulk: bool = False) -> Iterator[Services]:
-        """The services; ``bulk`` for commands that may handle many events (the
-        collector settings of the daemon, see ``tune_gc``; not worth their 20 ms of
-        start-up for a query)."""
+    def services(self, *, prepare: bool = False, bulk: bool = False) -> Iterator[Services]:
+        """The services on a database that ``storyline init`` has set up, or with
+        ``prepare`` one it sets up (folders and schema) first; ``bulk`` for commands that
+        may handle many events (the collector settings of the daemon, see ``tune_gc``;
+        not worth their 20 ms of start-up for a query)."""
         services = Services(self.settings)
         if bulk:
             tune_gc()
         try:
+            if prepare:
+                services.prepare()
+            else:
+                services.require_schema()
             yield services
         finally:
             services.close()
@@ -106,8 +111,8 @@ def cli(ctx: click.Context, config_path: Path) -> None:
 @pass_context
 def init(ctx: Context) -> None:
     """Create the folders and the database schema (safe to run again)."""
-    with ctx.services() as services:
-        services.prepare()
+    with ctx.services(prepare=True):
+        pass  # setting up is all there is to do
     s = ctx.settings
     click.echo(f"database: {s.database_url}")
     for label, path in (
@@ -137,8 +142,7 @@ def ingest(ctx: Context, paths: tuple[Path, ...]) -> None:
     Files outside the inbox stay where they are. Exit code 1 if any was rejected.
     """
     files = list(_expand(paths))
-    with ctx.services(bulk=True) as services:
-        services.prepare()
+    with ctx.services(prepare=True, bulk=True) as services:
         from daemon.files import FileIngestor
 
         ingestor = FileIngestor(
@@ -266,8 +270,7 @@ def rebuild(ctx: Context, projection: str | None) -> None:
     """Empty a projection (or all) and replay the whole event log into it."""
     from rich.progress import Progress
 
-    with ctx.services(bulk=True) as services:
-        services.prepare()
+    with ctx.services(prepare=True, bulk=True) as services:
         runner = services.projector
         if projection and projection not in runner.projections:
             known = ", ".join(runner.projections)
@@ -298,8 +301,7 @@ def sources() -> None:
 @pass_context
 def sources_add(ctx: Context, url: str, kind: str, name: str | None) -> None:
     """Add a source by URL (a source.added event); it is checked at the next poll."""
-    with ctx.services() as services:
-        services.prepare()
+    with ctx.services(prepare=True) as services:
         sid = services.registry.add(
             SourceEntry(kind=kind, url=url, name=name), origin="cli", now=utc_now()
         )
@@ -366,8 +368,7 @@ def sources_resume(ctx: Context, source: str) -> None:
 @pass_context
 def poll(ctx: Context, once: bool, all_sources: bool) -> None:
     """Check due sources once (for cron and tests), then exit."""
-    with ctx.services(bulk=True) as services:
-        services.prepare()
+    with ctx.services(prepare=True, bulk=True) as services:
         services.registry.reconcile(ctx.settings.sources, utc_now())
         report = services.poller.run_cycle(all_sources=all_sources)
         if report.unprojected:

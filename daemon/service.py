@@ -21,6 +21,7 @@ from types import FrameType
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.feed import FeedParserPool
@@ -40,8 +41,9 @@ from daemon.status import summary_line
 from daemon.watch import InboxWatcher
 from storage.checkpoint import WalCheckpointer
 from storage.db import make_engine, sqlite_path
+from storage.errors import SchemaMissing
 from storage.projections.runner import ProjectionRunner
-from storage.schema import create_schema
+from storage.schema import check_schema, create_schema
 from storage.store import EventStore
 
 log = structlog.get_logger(__name__)
@@ -95,6 +97,27 @@ class Services:
         if database:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         create_schema(self.engine)
+
+    def require_schema(self) -> None:
+        """For commands that use an existing database: SchemaMissing if ``storyline
+        init`` has not set it up. A SQLite file that does not exist is not created."""
+        database = sqlite_path(self.engine)
+        missing = SchemaMissing(
+            f"database {self.database_name()} is not initialised: run `storyline init`"
+        )
+        if database is not None and not os.path.exists(database):
+            raise missing
+        try:
+            check_schema(self.engine)
+        except SchemaMissing:
+            raise missing from None
+
+    def database_name(self) -> str:
+        """The SQLite file, or the URL without its password."""
+        database = sqlite_path(self.engine)
+        if database is not None:
+            return database
+        return make_url(self.settings.database_url).render_as_string(hide_password=True)
 
     @property
     def poller(self) -> Poller:

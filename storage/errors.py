@@ -4,6 +4,7 @@ StoreError
  +-- ConcurrencyError       a stream moved on since the caller read it
  +-- IdempotencyConflict    an idempotency key arrived with a different payload
  +-- SchemaError            the database schema is missing or of another version
+ |    +-- SchemaMissing      the database has no storyline schema (``storyline init``)
  +-- StoreUnavailable       the database cannot be reached or is locked too long
 """
 
@@ -24,6 +25,10 @@ class IdempotencyConflict(StoreError):
 
 class SchemaError(StoreError):
     """The schema is absent, or of a version this code does not know."""
+
+
+class SchemaMissing(SchemaError):
+    """The database has no storyline schema: ``storyline init`` has not set it up."""
 
 
 class StoreUnavailable(StoreError):

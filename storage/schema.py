@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 
-from storage.errors import SchemaError
+from storage.errors import SchemaError, SchemaMissing
 from storage.types import Json, Position, UtcDateTime
 
 SCHEMA_VERSION = 1
@@ -264,11 +264,11 @@ def create_schema(engine: Engine) -> None:
 
 
 def check_schema(engine: Engine) -> int:
-    """The stored schema version; SchemaError if absent or unknown."""
+    """The stored schema version; SchemaMissing if absent, SchemaError if unknown."""
     with engine.connect() as conn:
         found = _stored_version(conn)
     if found is None:
-        raise SchemaError("the database has no storyline schema: run 'storyline init'")
+        raise SchemaMissing("the database has no storyline schema: run `storyline init`")
     if found != SCHEMA_VERSION:
         raise SchemaError(f"database schema version {found}, expected {SCHEMA_VERSION}")
     return found
