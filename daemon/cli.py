@@ -22,7 +22,7 @@ from daemon import log as log_setup
 from daemon.config import SourceEntry
 from daemon.errors import AlreadyRunning, ConfigError, StorylineError, UserError
 from daemon.files import is_ignored
-from daemon.service import Daemon, Services, file_settings, tune_gc, utc_now
+from daemon.service import Daemon, Services, file_settings, open_engine, tune_gc, utc_now
 from daemon.status import recent_checks, source_rows
 from storage.errors import StoreError
 
@@ -380,8 +380,10 @@ def poll(ctx: Context, once: bool, all_sources: bool) -> None:
 @cli.command("check-config")
 @pass_context
 def check_config(ctx: Context) -> None:
-    """Validate the configuration and print the effective settings."""
+    """Validate the configuration and print the effective settings (the database's
+    driver is loaded, but the database is not opened)."""
     settings = ctx.settings
+    open_engine(settings).dispose()
     effective: dict[str, Any] = config_module.as_dict(settings)
     effective["storage"]["url"] = settings.database_url
     for section, values in effective.items():

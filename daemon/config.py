@@ -17,6 +17,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from daemon.errors import ConfigError
 
 
@@ -265,6 +268,8 @@ def _section(cls: type, name: str, values: Mapping[str, Any]) -> Any:
 def _check(key: str, default: Any, value: Any) -> Any:
     if key == "http.allowed_networks":
         return _networks(key, value)
+    if key == "storage.url":
+        return _database_url(key, value)
     expected = type(default)
     if default is None or default is MISSING:
         return _check_optional(key, value)
@@ -278,6 +283,27 @@ def _check(key: str, default: Any, value: Any) -> Any:
         raise ConfigError(key, f"must be positive, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(key, f"must be a finite number, got {value!r}")
+    return value
+
+
+DATABASES = ("sqlite", "postgresql")
+
+
+def _database_url(key: str, value: Any) -> str:
+    """A URL of a database storyline supports (whether its driver is installed and
+    the database answers is only known when it is opened)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"must be a non-empty string, got {value!r}")
+    try:
+        backend = make_url(value).get_backend_name()
+    except ArgumentError:  # the URL is not repeated: it may hold a password
+        raise ConfigError(
+            key, "is not a database URL (sqlite:///PATH or postgresql://USER@HOST/NAME)"
+        ) from None
+    if backend not in DATABASES:
+        raise ConfigError(
+            key, f"unsupported database {backend!r}: storyline supports {' and '.join(DATABASES)}"
+        )
     return value
 
 

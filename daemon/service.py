@@ -14,20 +14,23 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from adapters.feed import FeedParserPool
 from adapters.http import HttpClient, HttpSettings
 from daemon import faults
 from daemon.config import Settings, load
+from daemon.errors import ConfigError
 from daemon.feedwork import extract_and_identify
 from daemon.files import BatchReport, FileIngestor, FileSettings
 from daemon.loader import LoaderPool
@@ -41,7 +44,7 @@ from daemon.status import summary_line
 from daemon.watch import InboxWatcher
 from storage.checkpoint import WalCheckpointer
 from storage.db import make_engine, sqlite_path
-from storage.errors import SchemaMissing
+from storage.errors import SchemaMissing, StoreUnavailable
 from storage.projections.runner import ProjectionRunner
 from storage.schema import check_schema, create_schema
 from storage.store import EventStore
@@ -71,8 +74,8 @@ class Services:
         background_checkpoints: bool = False,
     ) -> None:
         self.settings = settings
-        self.engine: Engine = make_engine(
-            settings.database_url,
+        self.engine: Engine = open_engine(
+            settings,
             synchronous=settings.storage.synchronous,
             autocheckpoint=not background_checkpoints,  # the daemon runs a WalCheckpointer
         )
@@ -86,21 +89,29 @@ class Services:
         self._clock = clock
 
     def prepare(self) -> None:
-        """Folders and schema; idempotent (``storyline init`` and daemon start)."""
-        for folder in (
-            self.settings.inbox_dir,
-            self.settings.archive_dir,
-            self.settings.rejected_dir,
-        ):
-            folder.mkdir(parents=True, exist_ok=True)
+        """Folders and schema; idempotent (``storyline init`` and daemon start). A
+        folder that cannot be made is a ConfigError naming its key; a database that
+        cannot be reached, StoreUnavailable naming storage.url."""
         database = sqlite_path(self.engine)
-        if database:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        create_schema(self.engine)
+        for key, folder in (
+            ("inbox.path", self.settings.inbox_dir),
+            ("inbox.archive", self.settings.archive_dir),
+            ("inbox.rejected", self.settings.rejected_dir),
+            ("storage.url", Path(database).parent if database else None),
+        ):
+            if folder is None:
+                continue
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(key, f"cannot create {folder}: {exc.strerror}") from None
+        with self._reaching():
+            create_schema(self.engine)
 
     def require_schema(self) -> None:
         """For commands that use an existing database: SchemaMissing if ``storyline
-        init`` has not set it up. A SQLite file that does not exist is not created."""
+        init`` has not set it up (a SQLite file that does not exist is not created),
+        StoreUnavailable naming storage.url if it cannot be reached."""
         database = sqlite_path(self.engine)
         missing = SchemaMissing(
             f"database {self.database_name()} is not initialised: run `storyline init`"
@@ -108,9 +119,22 @@ class Services:
         if database is not None and not os.path.exists(database):
             raise missing
         try:
-            check_schema(self.engine)
+            with self._reaching():
+                check_schema(self.engine)
         except SchemaMissing:
             raise missing from None
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """The driver's errors on opening the database (refused, no such database,
+        authentication, not a database file) as one line naming storage.url."""
+        try:
+            yield
+        except DBAPIError as exc:
+            reason = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
+            raise StoreUnavailable(
+                f"storage.url: cannot use the database {self.database_name()}: {reason}"
+            ) from exc
 
     def database_name(self) -> str:
         """The SQLite file, or the URL without its password."""
@@ -167,6 +191,22 @@ def tune_gc() -> None:
     gc.collect()  # startup's own garbage is not frozen for good
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def open_engine(settings: Settings, **options: Any) -> Engine:
+    """The engine for storage.url (no connection yet); a database driver that is not
+    installed is a ConfigError naming storage.url."""
+    try:
+        return make_engine(settings.database_url, **options)
+    except ImportError as exc:
+        hint = "the postgres extra installs psycopg: pip install 'storyline[postgres]'"
+        if make_url(settings.database_url).drivername not in ("postgresql", "postgresql+psycopg"):
+            hint = "storyline uses sqlite:/// or postgresql:// (psycopg) URLs; " + hint
+        raise ConfigError(
+            "storage.url", f"the database driver is not installed ({exc}); {hint}"
+        ) from None
+    except ArgumentError as exc:  # an unknown dialect, when the config was not checked
+        raise ConfigError("storage.url", str(exc)) from None
 
 
 def policy_of(settings: Settings) -> Policy:

@@ -54,7 +54,16 @@ def make_engine(
         return _sqlite_engine(url, synchronous, busy_timeout_ms, autocheckpoint)
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
-    engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, **_JSON_CODEC)
+    # a server that does not answer fails the connection instead of hanging the caller
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=4,
+        max_overflow=4,
+        connect_args=connect_args,
+        **_JSON_CODEC,
+    )
     event.listen(engine, "connect", _postgres_session_settings)
     return engine
 

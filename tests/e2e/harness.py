@@ -203,16 +203,20 @@ class Storyline:
         )
 
     def cli_all(
-        self, commands: Sequence[Sequence[str]], *, timeout: float = 60.0
+        self,
+        commands: Sequence[Sequence[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
     ) -> list[subprocess.CompletedProcess[str]]:
         """Run several commands at once (each start costs most of a second), like
-        ``cli``; in the order given. Only for commands that do not write."""
+        ``cli``; in the order given. Only for commands that cannot get in each other's way."""
         with contextlib.ExitStack() as stack:
             running = [
                 stack.enter_context(
                     subprocess.Popen(
                         [*STORYLINE, "--config", str(self.config), *args],
-                        env=base_env(),
+                        env=base_env(env),
                         cwd=self.root,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.e2e.harness import Storyline
 
 # Commands that use an existing database and must not set one up.
@@ -47,3 +49,29 @@ def test_reading_a_database_init_has_not_set_up_says_so_and_creates_nothing(
     site.init()
     result = site.cli("status")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "says"),
+    [
+        ("mysql://x:secret@localhost/db", 2, "unsupported database 'mysql'"),
+        ("postgresql+psycopg2://x:secret@localhost/db", 2, "No module named 'psycopg2'"),
+        ("postgresql://postgres:secret@127.0.0.1:1/test", 1, "Connection refused"),
+    ],
+)
+def test_a_database_that_cannot_work_is_one_line_naming_storage_url(
+    storyline: Storyline, url: str, code: int, says: str
+) -> None:
+    site = storyline
+    env = {"STORYLINE_DATABASE_URL": url}
+    commands = [("init",), ("run",), ("status",), ("history", "x.txt"), ("sources", "list")]
+    if code == 2:  # the configuration alone says it cannot work
+        commands.append(("check-config",))
+    for result in site.cli_all(commands, env=env):
+        line = _one_line(result)
+        assert result.returncode == code, (result.args, result.stderr)
+        assert line.startswith("storyline: ") and "storage.url" in line, line
+        assert says in line, line
+        assert "secret" not in line, line
+    if code == 1:  # check-config does not open the database: only its use can tell
+        assert site.cli("check-config", env=env).returncode == 0

@@ -38,6 +38,9 @@ def test_sample_config_loads_and_documents_every_setting() -> None:
         ({"http": {"allowed_networks": "10.0.0.0/8"}}, "http.allowed_networks"),
         ({"http": {"allowed_networks": ["10.0.0.1/8"]}}, "http.allowed_networks"),
         ({"http": {"allowed_networks": ["lan"]}}, "http.allowed_networks"),
+        ({"storage": {"url": "mysql://x@localhost/db"}}, "storage.url"),
+        ({"storage": {"url": "not a url"}}, "storage.url"),
+        ({"storage": {"url": ""}}, "storage.url"),
     ],
 )
 def test_bad_settings_name_the_dotted_key(raw: dict[str, object], key: str) -> None:
@@ -58,6 +61,28 @@ def test_environment_overrides_database_url_and_log_format(tmp_path: Path) -> No
     settings = config.from_mapping({}, base_dir=tmp_path, environ=env)
     assert settings.database_url == "postgresql://db/x"
     assert settings.log.format == "json"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///var/storyline.db",
+        "sqlite:////srv/storyline.db",
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg://u:p@db/x",
+    ],
+)
+def test_sqlite_and_postgresql_urls_are_accepted(url: str) -> None:
+    assert config.from_mapping({"storage": {"url": url}}, base_dir=Path("/srv")).storage.url == url
+
+
+def test_other_databases_are_refused_naming_storage_url_and_what_is_supported() -> None:
+    env = {"STORYLINE_DATABASE_URL": "mysql://x:secret@localhost/db"}
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping({}, base_dir=Path("/srv"), environ=env)
+    assert caught.value.key == "storage.url"
+    assert "'mysql'" in str(caught.value) and "sqlite and postgresql" in str(caught.value)
+    assert "secret" not in str(caught.value)
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
