@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import unicodedata
 import uuid
@@ -28,6 +29,39 @@ _FOLD = str.maketrans(
 _PUNCT = ",.;:!?)]"  # a space before these is cosmetic
 _SPACE_BEFORE_PUNCT = re.compile(r" ([,.;:!?)\]])")
 _MARKS_TO_NUL = bytes.maketrans(_PUNCT.encode(), b"\0" * len(_PUNCT))
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be fetched, or None: only http and https URLs with a valid
+    host (a name, IDNA allowed, or an IP address) and port are."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be http or https"
+    host = parts.hostname
+    if not host or not _valid_host(host):
+        return "has no valid host"
+    return None
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        name = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return False
+    name = name.removesuffix(".")  # a fully qualified name
+    return len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def canonical_url(url: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
+from adapters.normalize import http_url_problem
 from daemon import config as config_module
 from daemon import log as log_setup
 from daemon.config import SourceEntry
@@ -301,6 +302,9 @@ def sources() -> None:
 @pass_context
 def sources_add(ctx: Context, url: str, kind: str, name: str | None) -> None:
     """Add a source by URL (a source.added event); it is checked at the next poll."""
+    problem = http_url_problem(url)
+    if problem:  # before the database is opened (and perhaps set up)
+        raise UserError(f"source URL {url!r} {problem}")
     with ctx.services(prepare=True) as services:
         sid = services.registry.add(
             SourceEntry(kind=kind, url=url, name=name), origin="cli", now=utc_now()

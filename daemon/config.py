@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from adapters.normalize import http_url_problem
 from daemon.errors import ConfigError
 
 
@@ -242,6 +243,9 @@ def _sources(raw: Any) -> tuple[SourceEntry, ...]:
         for required in ("kind", "url"):
             if required not in values:
                 raise ConfigError(f"{key}.{required}", "is required")
+        problem = isinstance(values["url"], str) and http_url_problem(values["url"])
+        if problem:
+            raise ConfigError(f"{key}.url", f"{values['url']!r} {problem}")
         if values["kind"] not in SOURCE_KINDS:
             raise ConfigError(
                 f"{key}.kind", f"must be one of {', '.join(SOURCE_KINDS)}, got {values['kind']!r}"

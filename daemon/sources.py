@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from adapters.normalize import canonical_url
+from adapters.normalize import canonical_url, http_url_problem
 from daemon.config import SourceEntry
 from daemon.errors import UserError
 from storage.events import (
@@ -44,8 +44,9 @@ class Registry:
 
     def add(self, entry: SourceEntry, *, origin: str, now: datetime) -> str:
         """Add (or re-add) a source; returns its id. Adding a known URL changes nothing."""
-        if not entry.url.startswith(("http://", "https://")):
-            raise UserError(f"source URL must be http or https, got {entry.url!r}")
+        problem = http_url_problem(entry.url)
+        if problem:
+            raise UserError(f"source URL {entry.url!r} {problem}")
         sid = source_id_for(entry.url)
         current = self.get(sid)
         if current and not current["removed"]:
@@ -62,7 +63,7 @@ class Registry:
     def follow_links(self, feed_id: str, urls: list[str], now: datetime) -> None:
         """Track the page of each new entry of a feed with ``follow_links = true``."""
         for url in urls:
-            if url.startswith(("http://", "https://")):
+            if http_url_problem(url) is None:
                 self.add(SourceEntry(kind="page", url=url), origin=f"feed:{feed_id}", now=now)
 
     def remove(self, ident: str) -> str:

@@ -75,3 +75,21 @@ def test_a_database_that_cannot_work_is_one_line_naming_storage_url(
         assert "secret" not in line, line
     if code == 1:  # check-config does not open the database: only its use can tell
         assert site.cli("check-config", env=env).returncode == 0
+
+
+def test_a_source_url_without_a_valid_host_is_refused_and_nothing_recorded(
+    storyline: Storyline,
+) -> None:
+    site = storyline
+    for url, says in (
+        ("http://", "has no valid host"),
+        ("http://exa mple.com/", "has no valid host"),
+        ("ftp://example.com/", "must be http or https"),
+    ):
+        result = site.cli("sources", "add", url)
+        assert result.returncode == 2, (url, result.stderr)
+        assert f"source URL {url!r} {says}" in _one_line(result)
+        assert not site.db.exists()  # refused before the database was opened
+    site.init()
+    assert site.cli("sources", "add", "http://exa mple.com/").returncode == 2
+    assert site.count("events") == 0

@@ -117,6 +117,9 @@ def test_sources_tables_are_read_and_checked() -> None:
         ({"url": "https://x.org"}, "sources[0].kind"),
         ({"kind": "feed"}, "sources[0].url"),
         ({"kind": "podcast", "url": "https://x.org"}, "sources[0].kind"),
+        ({"kind": "feed", "url": "http://"}, "sources[0].url"),
+        ({"kind": "feed", "url": "http://exa mple.com/"}, "sources[0].url"),
+        ({"kind": "feed", "url": "file:///etc/passwd"}, "sources[0].url"),
         ({"kind": "feed", "url": "https://x.org", "every": 5}, "sources[0].every"),
         ({"kind": "feed", "url": "https://x.org", "min_interval": -1}, "sources[0].min_interval"),
         (

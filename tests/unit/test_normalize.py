@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from adapters.normalize import article_id, article_key, canonical_url, fingerprint
+import pytest
+
+from adapters.normalize import (
+    article_id,
+    article_key,
+    canonical_url,
+    fingerprint,
+    http_url_problem,
+)
 
 
 def test_canonical_url_drops_tracking_fragment_and_default_port() -> None:
@@ -61,3 +69,41 @@ def test_normalized_text_is_unchanged_by_the_one_pass_rewrite() -> None:
     cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(5000)]
     for text in cases:
         assert normalize_text(text) == _normalize_reference(text), repr(text)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/",
+        "HTTPS://Example.COM:8443/a?b=c",
+        "https://b\u00fccher.de/",
+        "http://example.com./",
+        "http://10.1.2.3/",
+        "http://[::1]:8080/feed",
+        "http://localhost/",
+        "https://my_host.example/",
+    ],
+)
+def test_http_urls_with_a_valid_host_have_no_problem(url: str) -> None:
+    assert http_url_problem(url) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://", "has no valid host"),
+        ("http:///feed.xml", "has no valid host"),
+        ("http://user@/", "has no valid host"),
+        ("http://exa mple.com/", "has no valid host"),
+        ("http://a..b/", "has no valid host"),
+        ("http://-a.com/", "has no valid host"),
+        ("http://" + "x" * 64 + ".com/", "has no valid host"),
+        ("http://example.com:99999/", "is not a valid URL"),
+        ("http://[zz]/", "is not a valid URL"),
+        ("ftp://example.com/", "must be http or https"),
+        ("example.com/feed", "must be http or https"),
+    ],
+)
+def test_urls_that_cannot_be_fetched_say_why(url: str, problem: str) -> None:
+    found = http_url_problem(url)
+    assert found is not None and found.startswith(problem), found
