@@ -361,7 +361,8 @@ def sources_remove(ctx: Context, source: str) -> None:
 @click.argument("source")
 @pass_context
 def sources_resume(ctx: Context, source: str) -> None:
-    """Make a backing-off, gone or tracking-stopped source active and due now."""
+    """Make a backing-off, gone or tracking-stopped source active and due now (a
+    removed one is added again with `sources add`)."""
     with ctx.services() as services:
         click.echo(services.registry.resume(source, utc_now()))
 

@@ -74,8 +74,15 @@ class Registry:
         return str(found["source_id"])
 
     def resume(self, ident: str, now: datetime) -> str:
-        """Active and due now, whatever state it was in; a stopped article is live again."""
+        """Active and due now, whatever state it was in (backing off, gone, tracking
+        stopped); a stopped article is live again. A removed source is not resumed: it
+        is added again, as ``add`` does."""
         found = self.resolve(ident)
+        if found["removed"]:
+            raise UserError(
+                f"source {found['source_id']} was removed; add it again with "
+                f"`storyline sources add {found['url']} --kind {found['kind']}`"
+            )
         with self.engine.connect() as conn:
             cursor = conn.execute(
                 select(source_state.c.cursor).where(source_state.c.source_id == found["source_id"])

@@ -93,3 +93,17 @@ def test_a_source_url_without_a_valid_host_is_refused_and_nothing_recorded(
     site.init()
     assert site.cli("sources", "add", "http://exa mple.com/").returncode == 2
     assert site.count("events") == 0
+
+
+def test_resuming_a_removed_source_is_refused_with_the_way_back(storyline: Storyline) -> None:
+    site = storyline
+    site.init()
+    url = "https://news.example/story"
+    sid = site.cli("sources", "add", url, "--kind", "page").stdout.strip()
+    assert site.cli("sources", "remove", sid).returncode == 0
+    result = site.cli("sources", "resume", sid)
+    assert result.returncode == 2
+    assert _one_line(result) == (
+        f"storyline: source {sid} was removed; add it again with "
+        f"`storyline sources add {url} --kind page`"
+    )

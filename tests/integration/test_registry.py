@@ -45,3 +45,32 @@ def test_followed_links_without_a_valid_host_are_skipped(services: Services) -> 
     )
     urls = sorted(row["url"] for row in services.registry.list())
     assert urls == ["https://news.example/rss", "https://news.example/story"]
+
+
+def test_resuming_a_removed_source_says_to_add_it_again_and_changes_nothing(
+    services: Services,
+) -> None:
+    registry = services.registry
+    sid = registry.add(
+        SourceEntry(kind="page", url="https://news.example/story", name="story"),
+        origin="cli",
+        now=T0,
+    )
+    registry.remove(sid)
+    before = _events(services)
+    with pytest.raises(UserError) as caught:
+        registry.resume("story", T0)
+    assert str(caught.value) == (
+        f"source {sid} was removed; add it again with "
+        "`storyline sources add https://news.example/story --kind page`"
+    )
+    assert _events(services) == before
+    (row,) = [r for r in registry.list() if r["source_id"] == sid]
+    assert row["removed"]
+
+    again = registry.add(
+        SourceEntry(kind="page", url="https://news.example/story"), origin="cli", now=T0
+    )
+    current = registry.get(sid)
+    assert again == sid and current is not None and not current["removed"]
+    assert registry.resume(sid, T0) == sid
