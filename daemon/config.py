@@ -236,7 +236,7 @@ def _check_consistency(settings: Settings) -> None:
 def _sources(raw: Any) -> tuple[SourceEntry, ...]:
     if not isinstance(raw, list):
         raise ConfigError("sources", "must be an array of tables: [[sources]]")
-    entries = []
+    entries: list[SourceEntry] = []
     for index, table in enumerate(raw):
         key = f"sources[{index}]"
         values = dict(_table(table, key))
@@ -250,7 +250,13 @@ def _sources(raw: Any) -> tuple[SourceEntry, ...]:
             raise ConfigError(
                 f"{key}.kind", f"must be one of {', '.join(SOURCE_KINDS)}, got {values['kind']!r}"
             )
-        entries.append(_section(SourceEntry, key, values))
+        entry = _section(SourceEntry, key, values)
+        named = [e.name for e in entries]
+        if entry.name is not None and entry.name in named:
+            raise ConfigError(
+                f"{key}.name", f"{entry.name!r} is also sources[{named.index(entry.name)}]'s name"
+            )
+        entries.append(entry)
     return tuple(entries)
 
 

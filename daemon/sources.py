@@ -43,14 +43,18 @@ class Registry:
         self.projector = projector
 
     def add(self, entry: SourceEntry, *, origin: str, now: datetime) -> str:
-        """Add (or re-add) a source; returns its id. Adding a known URL changes nothing."""
+        """Add (or re-add) a source; returns its id. Adding a known URL changes nothing
+        but its name and settings. A name is unique among the sources not removed."""
         problem = http_url_problem(entry.url)
         if problem:
             raise UserError(f"source URL {entry.url!r} {problem}")
         sid = source_id_for(entry.url)
         current = self.get(sid)
-        if current and not current["removed"]:
-            if current["name"] != entry.name or current["settings"] != _settings(entry):
+        active = current if current and not current["removed"] else None
+        if entry.name and (active is None or active["name"] != entry.name):
+            self._check_name_free(entry.name, sid)  # kept names stay, even duplicates
+        if active:
+            if active["name"] != entry.name or active["settings"] != _settings(entry):
                 self._append(sid, SourceChanged(source_id=sid, name=entry.name,
                                                 settings=_settings(entry)))  # fmt: skip
             return sid
@@ -144,14 +148,33 @@ class Registry:
         return dict(row._mapping) if row else None
 
     def resolve(self, ident: str) -> dict[str, Any]:
-        """A source by id, URL or name."""
+        """A source by id, URL or name. A name is unique among the sources not
+        removed; one that names several (removed ones, or from before names were
+        unique) is ambiguous unless exactly one of them is not removed."""
+        self.projector.catch_up()
+        rows = self.list()
+        url = canonical_url(ident) if "://" in ident else None
+        for row in rows:
+            if row["source_id"] == ident or (url is not None and row["url"] == url):
+                return row
+        named = [row for row in rows if row["name"] == ident]
+        if len(named) > 1:
+            named = [row for row in named if not row["removed"]] or named
+        if len(named) == 1:
+            return named[0]
+        if named:
+            ids = ", ".join(row["source_id"] for row in named)
+            raise UserError(f"the name {ident!r} is ambiguous: sources {ids}; give the id")
+        raise UserError(f"no source matches {ident!r} (give its id, URL or name)")
+
+    def _check_name_free(self, name: str, sid: str) -> None:
         self.projector.catch_up()
         for row in self.list():
-            if ident in (row["source_id"], row["name"]) or (
-                "://" in ident and row["url"] == canonical_url(ident)
-            ):
-                return row
-        raise UserError(f"no source matches {ident!r} (give its id, URL or name)")
+            if row["name"] == name and not row["removed"] and row["source_id"] != sid:
+                raise UserError(
+                    f"the name {name!r} is taken by source {row['source_id']} ({row['url']});"
+                    " choose another name, or remove that source first"
+                )
 
     def _append(self, sid: str, event: DomainEvent) -> None:
         stream = f"source-{sid}"

@@ -107,3 +107,14 @@ def test_resuming_a_removed_source_is_refused_with_the_way_back(storyline: Story
         f"storyline: source {sid} was removed; add it again with "
         f"`storyline sources add {url} --kind page`"
     )
+
+
+def test_a_second_source_with_a_taken_name_is_refused(storyline: Storyline) -> None:
+    site = storyline
+    site.init()
+    first = site.cli("sources", "add", "https://news.example/a", "--name", "gpage")
+    assert first.returncode == 0, first.stderr
+    result = site.cli("sources", "add", "https://news.example/b", "--name", "gpage")
+    assert result.returncode == 2
+    assert "the name 'gpage' is taken by source " in _one_line(result)
+    assert site.count("source_config") == 1

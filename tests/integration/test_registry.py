@@ -11,6 +11,7 @@ import pytest
 from daemon.config import SourceEntry, from_mapping
 from daemon.errors import UserError
 from daemon.service import Services
+from storage.events import SourceChanged
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -74,3 +75,46 @@ def test_resuming_a_removed_source_says_to_add_it_again_and_changes_nothing(
     current = registry.get(sid)
     assert again == sid and current is not None and not current["removed"]
     assert registry.resume(sid, T0) == sid
+
+
+def _add(services: Services, url: str, name: str | None = None) -> str:
+    return services.registry.add(SourceEntry(kind="page", url=url, name=name), origin="cli", now=T0)
+
+
+def test_a_name_is_unique_among_sources_not_removed(services: Services) -> None:
+    registry = services.registry
+    first = _add(services, "https://news.example/a", "gpage")
+    before = _events(services)
+    with pytest.raises(UserError) as caught:
+        _add(services, "https://news.example/b", "gpage")
+    assert str(caught.value) == (
+        f"the name 'gpage' is taken by source {first} (https://news.example/a); "
+        "choose another name, or remove that source first"
+    )
+    other = _add(services, "https://news.example/b", "other")
+    with pytest.raises(UserError, match="is taken"):  # renaming to it, too
+        _add(services, "https://news.example/b", "gpage")
+    assert _events(services) == before + 1
+    assert _add(services, "https://news.example/a", "gpage") == first  # the same source
+
+    registry.remove("gpage")
+    second = _add(services, "https://news.example/c", "gpage")  # free again
+    assert registry.resolve("gpage")["source_id"] == second  # not the removed one
+    assert registry.resolve("other")["source_id"] == other
+
+
+def test_a_name_several_sources_have_is_ambiguous(services: Services) -> None:
+    """Databases from before names were unique may hold such names."""
+    registry = services.registry
+    ids = [_add(services, f"https://news.example/{n}", f"page{n}") for n in range(2)]
+    for sid in ids:  # what an older storyline recorded
+        registry._append(sid, SourceChanged(source_id=sid, name="gpage", settings={}))
+    with pytest.raises(UserError) as caught:
+        registry.remove("gpage")
+    assert str(caught.value) == (
+        f"the name 'gpage' is ambiguous: sources {ids[0]}, {ids[1]}; give the id"
+    )
+    assert not any(row["removed"] for row in registry.list())
+    registry.remove(ids[0])
+    assert registry.resolve("gpage")["source_id"] == ids[1]  # the one not removed
+    assert _add(services, "https://news.example/1", "gpage") == ids[1]  # kept as it is

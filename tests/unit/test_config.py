@@ -111,6 +111,20 @@ def test_sources_tables_are_read_and_checked() -> None:
     )
 
 
+def test_two_sources_with_one_name_are_refused() -> None:
+    raw = {
+        "sources": [
+            {"kind": "feed", "url": "https://x.org/rss", "name": "x"},
+            {"kind": "feed", "url": "https://y.org/rss"},
+            {"kind": "page", "url": "https://x.org/page", "name": "x"},
+        ]
+    }
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping(raw, base_dir=Path("/srv"))
+    assert caught.value.key == "sources[2].name"
+    assert "sources[0]" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("source", "key"),
     [
