@@ -205,14 +205,18 @@ def history(ctx: Context, article: str) -> None:
 @click.argument("versions", nargs=-1, type=int)
 @pass_context
 def diff(ctx: Context, article: str, versions: tuple[int, ...]) -> None:
-    """Word-level diff of ARTICLE between versions A and B (default: the last two)."""
+    """Word-level diff of ARTICLE between versions A and B (default: the last two; an
+    article with only one version says so, and exits 0)."""
     from daemon.reading import render_diff, version_text, word_diff
 
     head, found = _history(ctx, article)
     numbers = [v["version"] for v in found]
     if len(versions) not in (0, 2):
         raise UserError("give two version numbers, or none for the last two")
-    a, b = versions or (numbers[-2] if len(numbers) > 1 else numbers[-1], numbers[-1])
+    if not versions and len(numbers) == 1:
+        click.echo(f"{head['title']!r} has only one version (v{numbers[0]}): nothing to compare")
+        return
+    a, b = versions or (numbers[-2], numbers[-1])
     by_number = {v["version"]: v for v in found}
     for n in (a, b):
         if n not in by_number:

@@ -118,3 +118,14 @@ def test_a_second_source_with_a_taken_name_is_refused(storyline: Storyline) -> N
     assert result.returncode == 2
     assert "the name 'gpage' is taken by source " in _one_line(result)
     assert site.count("source_config") == 1
+
+
+def test_diff_of_an_article_with_one_version_says_so(storyline: Storyline) -> None:
+    site = storyline
+    site.init()
+    story = site.stage / "story.txt"
+    story.write_text("A headline\nThe one paragraph.\n", encoding="utf-8")
+    assert site.cli("ingest", str(story)).returncode == 0
+    result = site.cli("diff", "story.txt")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "'A headline' has only one version (v1): nothing to compare\n"
