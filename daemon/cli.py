@@ -343,7 +343,7 @@ def sources_show(ctx: Context, source: str) -> None:
         row = next(r for r in source_rows(services) if r["source_id"] == sid)
         checks = recent_checks(services, sid)
     for key, value in row.items():
-        click.echo(f"{key:<22} {value}")
+        click.echo(f"{key:<22} {'-' if value is None else value}")
     click.echo("latest checks:")
     for c in checks:
         click.echo(

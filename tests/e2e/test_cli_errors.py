@@ -129,3 +129,15 @@ def test_diff_of_an_article_with_one_version_says_so(storyline: Storyline) -> No
     result = site.cli("diff", "story.txt")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "'A headline' has only one version (v1): nothing to compare\n"
+
+
+def test_sources_show_prints_a_dash_for_what_is_not_known_yet(storyline: Storyline) -> None:
+    site = storyline
+    site.init()
+    sid = site.cli("sources", "add", "https://news.example/rss").stdout.strip()
+    result = site.cli("sources", "show", sid)
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(None, 1) for line in result.stdout.splitlines()[:16])
+    assert fields["source_id"] == sid and fields["name"] == "-"
+    assert fields["last_check_at"] == "-" and fields["etag"] == "-"
+    assert "None" not in result.stdout
