@@ -140,7 +140,9 @@ def run(ctx: Context) -> None:
 def ingest(ctx: Context, paths: tuple[Path, ...]) -> None:
     """Ingest files once through the same pipeline, then exit.
 
-    Files outside the inbox stay where they are. Exit code 1 if any was rejected.
+    A folder stands for every file under it, in subfolders too, except dot-names and
+    temporary names (as in the inbox). Files outside the inbox stay where they are.
+    Exit code 1 if any was rejected.
     """
     files = list(_expand(paths))
     with ctx.services(prepare=True, bulk=True) as services:
@@ -162,9 +164,16 @@ def ingest(ctx: Context, paths: tuple[Path, ...]) -> None:
 
 
 def _expand(paths: tuple[Path, ...]) -> Iterator[Path]:
+    """Each path given; for a folder, every file under it, in its subfolders too,
+    leaving out the names the inbox ignores (dot-names such as .git, *.tmp and the
+    like) and all that is under them. Symbolic links to folders are not followed."""
     for path in paths:
         if path.is_dir() and not path.is_symlink():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and not is_ignored(p.name))
+            found = []
+            for root, folders, files in os.walk(path.absolute()):
+                folders[:] = [name for name in folders if not is_ignored(name)]
+                found += [Path(root, name) for name in files if not is_ignored(name)]
+            yield from sorted(p for p in found if p.is_file())
         else:
             yield path.absolute()
 
