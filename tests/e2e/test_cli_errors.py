@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.harness import Storyline
+from tests.e2e.harness import STORYLINE, Storyline, base_env
 
 # Commands that use an existing database and must not set one up.
 READERS = [
@@ -141,3 +141,27 @@ def test_sources_show_prints_a_dash_for_what_is_not_known_yet(storyline: Storyli
     assert fields["source_id"] == sid and fields["name"] == "-"
     assert fields["last_check_at"] == "-" and fields["etag"] == "-"
     assert "None" not in result.stdout
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(storyline: Storyline) -> None:
+    site = storyline
+    site.init()
+    story = site.stage / "long.txt"
+    paragraphs = "\n".join(f"Paragraph {i} of a long story, with words." for i in range(6000))
+    story.write_text(f"A long headline\n{paragraphs}\n", encoding="utf-8")  # >> a pipe's 64 KiB
+    assert site.cli("ingest", str(story)).returncode == 0
+    process = subprocess.Popen(
+        [*STORYLINE, "--config", str(site.config), "show", "long.txt"],
+        env=base_env(),
+        cwd=site.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with process:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"# v1 of 1")
+        process.stdout.close()  # `| head -1`
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert err == b""
