@@ -53,7 +53,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class _Parsed:
     """httptools' callbacks for one response: the head, then body pieces as they come."""
 
-    __slots__ = ("body", "complete", "head_done", "headers", "keep_alive", "parser")
+    __slots__ = ("body", "complete", "head_done", "headers", "interim", "keep_alive", "parser")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -61,18 +61,26 @@ class _Parsed:
         self.head_done = False
         self.complete = False
         self.keep_alive = False
+        self.interim = False  # in a 1xx answer (103 Early Hints), before the real one
         self.parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code() if self.parser is not None else 0
+        if 100 <= status < 200 and status != 101:  # informational: the answer follows
+            self.interim, self.headers = True, []
+            return
         self.head_done = True
 
     def on_body(self, data: bytes) -> None:
         self.body.append(data)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         # asked now: once a later feed_data has returned, llhttp has reset its flags
         if self.parser is not None:
             self.keep_alive = self.parser.should_keep_alive()

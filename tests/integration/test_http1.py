@@ -145,6 +145,17 @@ def test_chunked_body_in_pieces() -> None:
     assert server.connections == 1
 
 
+def test_informational_answers_skipped() -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    answer = early + ok(b"final", "X-Real: 1")
+    with scripted(lambda n, r: (answer, False)) as server, Http1Transport() as transport:
+        status, body, headers = get(transport, server.url)
+        assert (status, body, headers.get("x-real"), headers.get("link")) == (
+            200, b"final", "1", None)  # fmt: skip
+        assert get(transport, server.url)[:2] == (200, b"final")  # still in step
+    assert server.connections == 1
+
+
 def test_body_ending_with_the_connection() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 300_000
     with scripted(lambda n, r: (answer, True)) as server, Http1Transport() as transport:
