@@ -7,6 +7,10 @@ which event (if any) records it. Pure: no clock, no database, no I/O.
 - Otherwise kind ``substantive``. A channel seen for the first time on a known article
   adds a version too (the article's text as that channel shows it), unless its exact
   text is already a version of the article.
+- A tracker's version (one with ``source_observed_at``) whose fingerprint is that of a
+  version of the same channel that a tracker saw at the same time (less than
+  :data:`TRACKER_TIME_TOLERANCE` apart) adds nothing: it is that version, seen through
+  a second tracker. The same text at another tracker time is still recorded (a revert).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.normalize import article_id, article_key, content_hash, fingerprint
@@ -30,6 +34,12 @@ from storage.events import (
 
 _WORD = re.compile(r"\S+")
 _COMPARED = ("title", "standfirst", "body", "url", "byline")
+
+TRACKER_TIME_TOLERANCE = timedelta(minutes=1)
+"""Two trackers' times of one version are the same time when less than this apart:
+trackers show their times to the minute (News Sniffer's and NewsDiffs's pages) or may
+carry seconds (a JSON view, a feed), so one moment can read 09:31 on one tracker and
+09:31:45 on another."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +142,8 @@ def decide(
     if not state.versions:
         return ArticleDiscovered(**common)
     channel = item.observation.channel
+    if _seen_by_a_tracker(state, item):
+        return None
     latest = state.latest_in(channel)
     if latest is None:
         if any(v.content_hash == item.content_hash for v in state.versions):
@@ -150,6 +162,28 @@ def decide(
         previous_version=latest.number,
         previous_check_at=_previous_check(item.observation, latest, previous_check_at),
         reverts_to_version=reverts_to,
+    )
+
+
+def _seen_by_a_tracker(state: ArticleState, item: Identified) -> bool:
+    """Whether ``item``, a tracker's version, is already a version: same channel, same
+    fingerprint, and a tracker time less than :data:`TRACKER_TIME_TOLERANCE` apart.
+
+    Two trackers following one article list the same versions; the second one's must
+    not be recorded again (as reverts: its first text is an earlier one's). The
+    fingerprint, not the exact hash, because two trackers extract one page with
+    different tools (quotes, spaces); the time, because the same text seen by a tracker
+    later is a revert, which must be recorded."""
+    seen = item.observation.source_observed_at
+    if seen is None:
+        return False
+    channel = item.observation.channel
+    return any(
+        v.channel == channel
+        and v.fingerprint == item.fingerprint
+        and v.event.source_observed_at is not None
+        and abs(v.event.source_observed_at - seen) < TRACKER_TIME_TOLERANCE
+        for v in state.versions
     )
 
 

@@ -241,14 +241,14 @@ def test_a_later_version_after_a_tracker_history_closes_the_tracker_latest(
 def test_equal_start_times_go_to_the_version_that_arrived_later(
     engine: Engine, folders: FileSettings
 ) -> None:
-    """A second tracker (NewsDiffs, say) reporting the same times as the first: each of
-    its versions wins from that instant; the earlier ones keep zero-length intervals."""
+    """A second tracker reporting other texts at the same times as the first: each of
+    its versions wins from that instant; the earlier ones keep zero-length intervals.
+    (The same texts at the same times would be the same versions and add nothing.)"""
     tracked = tracker_versions()
     ingest_seed(engine, folders, FILE_AT)
     import_tracker(engine, tracked, IMPORT_AT)
-    other = [replace(o, byline="Andrew Roth in Moscow", source_version=f"6120{n}")
+    other = [replace(o, title=f"{o.title} (as seen {n})", source_version=f"6120{n}")
              for n, o in enumerate(tracked)]  # fmt: skip
-    other[1] = replace(other[1], title=other[1].title + " (updated)")
     pending = [Pending(identify(o), "src-nd", {"source_id": "src-nd"}) for o in other]
     record(EventStore(engine), pending, IMPORT_AT + timedelta(hours=1))
     ProjectionRunner(engine).catch_up()

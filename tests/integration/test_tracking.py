@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -76,7 +78,9 @@ def serve_newssniffer(server: Server) -> None:
         )
 
 
-def serve_newsdiffs(server: Server) -> None:
+def serve_newsdiffs(server: Server, seconds: int = 0) -> None:
+    """NewsDiffs's Change Log; ``seconds`` past the minute in its JSON views' times (the
+    page shows them to the minute)."""
     server.serve(
         ND,
         Reply(
@@ -86,12 +90,9 @@ def serve_newsdiffs(server: Server) -> None:
         ),
     )
     for vid in EXPECTED["nd_ids"]:
-        server.serve(
-            f"/json/view/{vid}",
-            Reply(
-                200, page(f"newsdiffs/json-view-{vid}.json"), {"Content-Type": "application/json"}
-            ),
-        )
+        view = page(f"newsdiffs/json-view-{vid}.json")
+        view = re.sub(rb'("date": "[^"]*:)00"', b'\\g<1>%02d"' % seconds, view)
+        server.serve(f"/json/view/{vid}", Reply(200, view, {"Content-Type": "application/json"}))
 
 
 def add(services: Services, server: Server, path: str, clock: Clock, kind: str) -> str:
@@ -386,3 +387,145 @@ def test_changelog_feeds_give_the_whole_history_including_the_first_version(
     assert report.events == 3, report
     assert_history_matches_fixture(services, labels)
     assert services.poller.run_cycle(all_sources=True).events == 0
+
+
+# --- two trackers following one article ----------------------------------------------
+
+FOURTH = {
+    **EXPECTED["versions"][2],
+    "paragraphs": [
+        *EXPECTED["versions"][2]["paragraphs"][:-1],
+        EXPECTED["versions"][2]["paragraphs"][-1].replace(".\u201d", ", he said.\u201d"),
+    ],
+}
+
+
+def serve_later_versions(server: Server, later: list[tuple[datetime, dict[str, Any]]]) -> None:
+    """Both trackers list ``later`` versions (tracker time, text) after their three:
+    News Sniffer to the minute, NewsDiffs's JSON view to the second (Eastern time)."""
+    listing = page("newssniffer/article.html").decode()
+    history = page("newsdiffs/article-history.html").decode()
+    total = 3 + len(later)
+    ns_rows = nd_rows = ""
+    for n, (at, version) in enumerate(later, start=3):
+        title, paragraphs = version["title"], version["paragraphs"]
+        ns_rows += (
+            f'<tr>\n<td>\n  <a href="{NS}/versions/{9000 + n}">{n}</a>\n<td>\n'
+            f"  {at:%B %d, %Y %H:%M}\n</td>\n<td>\n  later\n<td>\n\t{title}\n</td>\n</tr>\n"
+        )
+        template = page("newssniffer/version-0.html").decode()
+        head, rest = template.split("<p>Version 0 of 3.</p>")
+        text_html = "".join(f"\n\t\t\t<p>{p}</p>" for p in paragraphs)
+        server.serve(
+            f"{NS}/versions/{9000 + n}",
+            Reply(
+                200,
+                (
+                    head.replace(EXPECTED["versions"][0]["title"], title)
+                    + f"<p>Version {n} of {total}.</p>{text_html}\n"
+                    + rest[rest.index("\t\t</td>") :]
+                ).encode(),
+                {"Content-Type": "text/html; charset=utf-8"},
+            ),
+        )
+        vid = 61300 + n
+        eastern = at - timedelta(hours=5)  # EST in December
+        nd_rows += (
+            f'    <tr>\n      <td><a href="/json/view/{vid}">{title}</a></td>\n'
+            f"      <td>{eastern:%B %d, %Y, %I:%M %p}</td>\n      <td></td>\n    </tr>\n"
+        )
+        view = {
+            "title": title,
+            "byline": version["byline"],
+            "date": eastern.replace(tzinfo=None).isoformat(),
+            "text": "\n\n".join(paragraphs),
+        }
+        server.serve(
+            f"/json/view/{vid}",
+            Reply(200, json.dumps(view).encode(), {"Content-Type": "application/json"}),
+        )
+    listing = listing.replace("</table>", ns_rows + "</table>")
+    listing = listing.replace("<var>3</var>", f"<var>{total}</var>")
+    html = "text/html; charset=utf-8"
+    server.serve(NS, Reply(200, listing.encode(), {"Content-Type": html}))
+    server.serve(ND, Reply(200, history.replace("</table>", nd_rows + "</table>").encode(),
+                           {"Content-Type": html}))  # fmt: skip
+
+
+def follow_with_both_trackers(
+    services: Services, server: Server, clock: Clock, seconds: int = 0
+) -> None:
+    serve_newssniffer(server)
+    serve_newsdiffs(server, seconds)
+    add(services, server, NS, clock, "changelog")
+    add(services, server, ND, clock, "changelog")
+
+
+@pytest.mark.parametrize("seconds", [0, 42], ids=["same-times", "minute-vs-second"])
+def test_two_trackers_of_one_article_give_its_three_versions_once(
+    services: Services, server: Server, clock: Clock, seconds: int
+) -> None:
+    """News Sniffer shows its times to the minute; NewsDiffs's JSON may carry seconds:
+    09:31 and 09:31:42 are the same tracker time."""
+    follow_with_both_trackers(services, server, clock, seconds)
+    report = services.poller.run_cycle()
+    assert report.checked == 2 and report.events == 3, report
+    got = versions(services)
+    assert [(v[0], v[5], v[6]) for v in got] == [
+        (1, "substantive", "changelog"),
+        (2, "substantive", "changelog"),
+        (3, "substantive", "changelog"),
+    ]
+    for row, want in zip(got, EXPECTED["versions"], strict=True):
+        assert (str(row[2])[:16], row[3]) == (want["at"][:16], want["title"])
+        assert row[4] == "\n\n".join(want["paragraphs"])
+    assert query(services, "SELECT version_count FROM articles") == [(3,)]
+    outcomes = sorted(str(o) for (o,) in query(services, "SELECT outcome FROM fetch_log"))
+    assert outcomes == ["new", "unchanged"]  # the second tracker added nothing
+
+    clock.now += timedelta(hours=1)
+    assert services.poller.run_cycle(all_sources=True).events == 0
+
+    # both trackers notice a fourth version: to the minute, and to the second
+    fourth_at = datetime(2017, 12, 22, 16, 20, 37, tzinfo=UTC)
+    serve_later_versions(server, [(fourth_at, FOURTH)])
+    clock.now += timedelta(hours=1)
+    report = services.poller.run_cycle(all_sources=True)
+    assert (report.checked, report.events) == (2, 1), report
+    got = versions(services)
+    assert len(got) == 4 and got[-1][5] == "substantive"
+    assert got[-1][4] == "\n\n".join(FOURTH["paragraphs"])
+    assert server.hits[f"{NS}/versions/9003"] == 1 and server.hits["/json/view/61303"] == 1
+
+    clock.now += timedelta(hours=1)
+    assert services.poller.run_cycle(all_sources=True).events == 0
+    assert server.hits[f"{NS}/versions/9003"] == 1 and server.hits["/json/view/61303"] == 1
+    assert query(services, "SELECT count(*) FROM article_versions WHERE kind = 'revert'") == [(0,)]
+
+
+def test_a_true_revert_seen_by_both_trackers_is_one_revert(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    follow_with_both_trackers(services, server, clock)
+    services.poller.run_cycle()
+    # the first text comes back later: a revert, on both trackers
+    serve_later_versions(
+        server, [(datetime(2017, 12, 22, 16, 20, tzinfo=UTC), EXPECTED["versions"][0])]
+    )
+    clock.now += timedelta(hours=1)
+    report = services.poller.run_cycle(all_sources=True)
+    assert report.events == 1, report
+    rows = query(
+        services,
+        "SELECT version, kind, source_observed_at, body FROM article_versions ORDER BY version",
+    )
+    assert [r[:2] for r in rows] == [
+        (1, "substantive"),
+        (2, "substantive"),
+        (3, "substantive"),
+        (4, "revert"),
+    ]
+    assert rows[-1][2:] == ("2017-12-22T16:20:00.000000Z", rows[0][3])
+    ((payload,),) = query(services, "SELECT payload FROM events ORDER BY position DESC LIMIT 1")
+    decoded = payload if isinstance(payload, dict) else json.loads(str(payload))
+    assert decoded["reverts_to_version"] == 1

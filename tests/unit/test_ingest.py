@@ -137,6 +137,71 @@ def test_a_tracker_version_older_than_the_text_it_is_compared_with_has_no_bound(
     assert event is not None and event.previous_check_at == T0
 
 
+def imported_history(times: list[datetime]) -> ArticleState:
+    """A first tracker's three versions (texts BODY, +One, +Two) noticed at ``times``."""
+    state = start()
+    for n, (body, at) in enumerate(zip(HISTORY, times, strict=True)):
+        state, _ = record_at(state, tracked(body, at, str(n)), T0, None)
+    return state
+
+
+HISTORY = (BODY, BODY + "\n\nOne.", BODY + "\n\nTwo.")
+SEEN = [datetime(2017, 12, 22, h, m, tzinfo=UTC) for h, m in ((9, 31), (11, 40), (14, 5))]
+
+
+def test_a_second_tracker_listing_the_same_versions_adds_nothing() -> None:
+    state = imported_history(SEEN)
+    for n, (body, at) in enumerate(zip(HISTORY, SEEN, strict=True)):
+        item = identify(tracked(body, at, str(61201 + n)))
+        assert decide(state, item, source_id="src-nd", observed_at=T0) is None, n
+
+
+def test_the_same_tracker_time_is_to_within_a_minute() -> None:
+    """One tracker shows 09:31, another 09:31:42 (seconds, or a clock a little off)."""
+    state = imported_history(SEEN)
+    for offset in (42, -42, 59):
+        at = SEEN[0] + timedelta(seconds=offset)
+        item = identify(tracked(BODY, at, "61201"))
+        assert decide(state, item, source_id="src-nd", observed_at=T0) is None, offset
+    for offset in (60, -60, 3600):
+        at = SEEN[0] + timedelta(seconds=offset)
+        event = decide(state, identify(tracked(BODY, at, "x")), source_id="nd", observed_at=T0)
+        assert isinstance(event, ArticleRevised), offset
+        assert (event.kind, event.reverts_to_version) == ("revert", 1)
+
+
+def test_a_second_tracker_rendering_the_same_version_differently_adds_nothing() -> None:
+    """Same fingerprint at the same time: the trackers' extraction, not an edit."""
+    state = imported_history(SEEN)
+    curly = BODY.replace('"talks"', "\u201ctalks\u201d").replace("\n\n", "\n\n  ")
+    assert decide(state, identify(tracked(curly, SEEN[0], "61201")), source_id="nd",
+                  observed_at=T0) is None  # fmt: skip
+    edited = BODY.replace("talks", "negotiations")
+    event = decide(state, identify(tracked(edited, SEEN[0], "61201")), source_id="nd",
+                   observed_at=T0)  # fmt: skip
+    assert isinstance(event, ArticleRevised) and event.kind == "substantive"
+
+
+def test_a_text_back_at_a_later_tracker_time_is_still_a_revert() -> None:
+    state = imported_history(SEEN)
+    later = SEEN[2] + timedelta(hours=2)
+    state, event = record_at(state, tracked(BODY, later, "3"), T0, None)
+    assert event is not None and (event.kind, event.reverts_to_version) == ("revert", 1)
+    # the second tracker lists all four: nothing more
+    for n, (body, at) in enumerate(zip((*HISTORY, BODY), (*SEEN, later), strict=True)):
+        item = identify(tracked(body, at, str(61201 + n)))
+        assert decide(state, item, source_id="src-nd", observed_at=T0) is None, n
+
+
+def test_storylines_own_checks_are_not_matched_by_time() -> None:
+    """Only trackers' versions have a tracker time: a file or page back to an earlier
+    text is a revert whenever it is seen."""
+    state, _ = feed(start(), obs(), 0)
+    state, _ = feed(state, obs(BODY + "\n\nAdded."), 0)
+    _, event = feed(state, obs(), 0)
+    assert isinstance(event, ArticleRevised) and event.kind == "revert"
+
+
 def test_idempotency_key_depends_on_text_and_predecessor() -> None:
     item = identify(obs())
     assert idempotency_key("inbox", item, 0) == idempotency_key("inbox", item, 0)
