@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, bindparam, or_, select, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from adapters.errors import UnusableInput
@@ -32,7 +32,7 @@ from daemon.handlers import HANDLERS, Found, Tools
 from daemon.ingest import identify_all
 from daemon.recorder import Pending, record
 from storage.blobs import Blob
-from storage.db import IMMEDIATE, insert_many
+from storage.db import IMMEDIATE, insert_many, update_many
 from storage.errors import ConcurrencyError, StoreError, StoreUnavailable
 from storage.events import ArticleTrackingStopped, to_iso
 from storage.schema import fetch_log, source_config, source_state
@@ -366,10 +366,7 @@ class Poller:
                 **state,
             }
             groups.setdefault(tuple(sorted(values)), []).append(
-                {
-                    "b_source_id": check.source["source_id"],
-                    **{f"b_{k}": v for k, v in values.items()},
-                }
+                {"source_id": check.source["source_id"], **values}
             )
         with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
             if skipped:
@@ -380,13 +377,8 @@ class Poller:
                 )
             if logs:
                 insert_many(conn, fetch_log, logs)
-            for keys, rows in groups.items():
-                statement = (
-                    update(source_state)
-                    .where(source_state.c.source_id == bindparam("b_source_id"))
-                    .values({k: bindparam(f"b_{k}") for k in keys})
-                )
-                conn.execute(statement, rows)
+            for rows in groups.values():
+                update_many(conn, source_state, "source_id", rows)
         stopped = [c for c, state in states if state.get("status") == "tracking-stopped"]
         for check in stopped:
             self._stop_tracking(check, now)

@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Dialect, Engine, Table, create_engine, event, insert
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
@@ -236,6 +246,54 @@ def insert_many(
         chunk = values[start : start + size]
         conn.exec_driver_sql(plan.sql(size), tuple(itertools.chain.from_iterable(chunk)))
         start += size
+
+
+def update_many(conn: Connection, table: Table, key: str, rows: Sequence[dict[str, Any]]) -> None:
+    """``UPDATE table SET ... WHERE key = row[key]`` for every row (all with the same
+    keys), in one executemany. Values as for :func:`insert_many`.
+
+    On SQLite the rows go straight to the driver, each value through its column type's
+    bind processor (the stored forms SQLAlchemy's update gives), without SQLAlchemy's
+    per-row parameter building: the poller updates every checked source's state at
+    the end of each cycle. Elsewhere: SQLAlchemy's executemany."""
+    if not rows:
+        return
+    names = tuple(k for k in rows[0] if k != key)
+    if conn.dialect.name != "sqlite":
+        statement = (
+            update(table)
+            .where(table.c[key] == bindparam(f"b_{key}"))
+            .values({k: bindparam(f"b_{k}") for k in names})
+        )
+        conn.execute(
+            statement, [{f"b_{k}": v for k, v in _parsed_times(table, r).items()} for r in rows]
+        )
+        return
+    sql, order = _update_plan(conn.dialect, table, key, names)
+    # None goes through the processors too: a JSON column stores it as JSON null, as
+    # SQLAlchemy's update does
+    values = [tuple(row[k] if p is None else p(row[k]) for k, p in order) for row in rows]
+    conn.exec_driver_sql(sql, values)
+
+
+def _update_plan(
+    dialect: Dialect, table: Table, key: str, names: tuple[str, ...]
+) -> tuple[str, tuple[tuple[str, Callable[[Any], Any] | None], ...]]:
+    cache_key = (dialect.name, table.name, key, names)
+    found = _UPDATE_PLANS.get(cache_key)
+    if found is None:
+        quote = dialect.identifier_preparer.quote
+        assignments = ", ".join(f"{quote(k)} = ?" for k in names)
+        sql = f"UPDATE {quote(table.name)} SET {assignments} WHERE {quote(key)} = ?"
+        order = tuple((k, _processor(dialect, table.c[k])) for k in (*names, key))
+        found = _UPDATE_PLANS[cache_key] = (sql, order)
+    return found
+
+
+_UPDATE_PLANS: dict[
+    tuple[str, str, str, tuple[str, ...]],
+    tuple[str, tuple[tuple[str, Callable[[Any], Any] | None], ...]],
+] = {}
 
 
 def _statement_sizes(rows: int, most: int) -> list[int]:

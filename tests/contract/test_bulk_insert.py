@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
-from storage.db import _statement_sizes, insert_many
+from storage.db import _statement_sizes, insert_many, update_many
 from storage.events import to_iso
-from storage.schema import blobs, events
+from storage.schema import blobs, events, source_state
 from storage.store import EventStore, NewEvent
 from tests.contract.test_store import new
 
@@ -126,3 +126,58 @@ def test_statement_sizes_cover_the_rows_in_a_few_cached_sizes() -> None:
             assert sum(sizes) == rows
             assert all(s <= most and s & (s - 1) == 0 for s in sizes)
             assert len(sizes) <= rows // most + most.bit_length()
+
+
+def state_row(number: int) -> dict[str, Any]:
+    return {"source_id": f"src-{number}", "status": "active", "next_check_at": NOW,
+            "interval_seconds": 60.0, "consecutive_failures": 0}  # fmt: skip
+
+
+def test_update_many_stores_what_sqlalchemys_update_would(engine: Engine) -> None:
+    """The poller's end-of-cycle update of every checked source: each row changes only
+    its own source, and a user's SQL sees the same stored forms (timestamp text, JSON,
+    None) whichever path wrote them."""
+    later = NOW + timedelta(minutes=5, microseconds=7)
+    with engine.begin() as conn:
+        insert_many(conn, source_state, [state_row(n) for n in range(1, 9)])
+
+        def values(n: int) -> dict[str, Any]:
+            return {
+                "status": "backing-off" if n % 2 else "active",
+                "last_check_at": later if n % 3 else to_iso(later),  # datetime or ISO text
+                "last_error": None if n % 2 == 0 else f"error {n} \u00e9",
+                "consecutive_failures": n,
+                "cursor": {"imported": [n, "v\U0001f600"]} if n % 4 else None,
+                "lease_owner": None,
+            }
+
+        update_many(conn, source_state, "source_id",
+                    [{"source_id": f"src-{n}", **values(n)} for n in (1, 2, 3, 4)])  # fmt: skip
+        for n in (5, 6, 7, 8):  # the same values through SQLAlchemy's own update
+            row = values(n - 4)
+            if isinstance(row["last_check_at"], str):
+                row["last_check_at"] = datetime.fromisoformat(row["last_check_at"])
+            conn.execute(
+                update(source_state).where(source_state.c.source_id == f"src-{n}").values(row)
+            )
+        raw = conn.exec_driver_sql(
+            "SELECT status, CAST(last_check_at AS TEXT), last_error, consecutive_failures, "
+            "CAST(cursor AS TEXT), CAST(next_check_at AS TEXT) FROM source_state "
+            "ORDER BY source_id"
+        ).all()
+        untouched = conn.execute(select(source_state.c.last_check_at)
+                                 .where(source_state.c.source_id.in_(["src-9"]))).all()  # fmt: skip
+    assert raw[:4] == raw[4:]
+    assert [r[3] for r in raw[:4]] == [1, 2, 3, 4] and untouched == []
+    assert raw[0][4] is not None and "imported" in raw[0][4]  # the JSON itself
+
+
+def test_update_many_changes_only_the_named_rows(engine: Engine) -> None:
+    with engine.begin() as conn:
+        insert_many(conn, source_state, [state_row(n) for n in range(1, 1001)])
+        update_many(conn, source_state, "source_id",
+                    [{"source_id": f"src-{n}", "consecutive_failures": n}
+                     for n in range(2, 1001, 2)])  # fmt: skip
+        stored = dict(conn.execute(select(source_state.c.source_id,
+                                          source_state.c.consecutive_failures)).all())  # fmt: skip
+    assert stored == {f"src-{n}": n if n % 2 == 0 else 0 for n in range(1, 1001)}
