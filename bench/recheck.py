@@ -1,6 +1,6 @@
 """Re-check benchmark: tracked article pages re-polled by storyline vs a naive loop.
 
-usage: python bench/recheck.py [--pages N] [--workers 16] [--naive-pages M]
+usage: python bench/recheck.py [--pages N] [--workers 8] [--naive-pages M]
 
 1. Server: bench/pageserver.py in its own process (threaded, HTTP/1.1 keep-alive,
    127.0.0.1 only, so it does not share our GIL): N distinct article pages of ~36-55 KB
@@ -17,7 +17,8 @@ usage: python bench/recheck.py [--pages N] [--workers 16] [--naive-pages M]
                  ETag; the other 90 % answer 304. Exactly that many article.revised
                  events must have been appended (counted in the events table).
    Settings: http.allow_private_networks, per_host_min_delay 0, per_host_concurrency
-   32, scheduler.workers 16 (--workers), the rest default (SQLite synchronous=FULL).
+   32 (every page is on one host here), scheduler.workers 8 (the daemon's default;
+   --workers), the rest default (SQLite synchronous=FULL).
 3. Naive baseline, in this process too: every page fetched with one httpx.Client, one
    after the other (like diffengine), and ``trafilatura.extract`` run on it every time.
 
@@ -341,7 +342,7 @@ def report(args: argparse.Namespace, server: ServerInfo, story: dict[str, Any],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=8)  # the daemon's default
     parser.add_argument("--naive-pages", type=int, default=0,
                         help="time the naive loop on the first M pages only (0: all)")  # fmt: skip
     args = parser.parse_args(argv)
