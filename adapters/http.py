@@ -225,7 +225,7 @@ class _Lanes:
             self._capacity = [share + (lane < extra) for lane in range(count)]  # sum: the cap
             tls = httpx.create_ssl_context(trust_env=False)  # one CA bundle for every lane
             self.transports = [
-                Http1Transport(ssl_context=tls, max_idle=cap, connect=connect)
+                Http1Transport(ssl_context=tls, max_connections=cap, connect=connect)
                 for cap in self._capacity
             ]
         self._free = threading.Condition()
@@ -322,7 +322,7 @@ class HttpClient:
         current = self._validate_url(url, previous=None)
         visited = [str(current)]  # the URL asked for, then every redirect target
         while True:
-            slot = self._gate.enter(current.host)
+            slot = self._gate.enter(current.raw_host.decode("ascii"))
             try:
                 started = self._clock() if started is None else started
                 with self._send(current, headers, started, slot) as response:
@@ -360,7 +360,9 @@ class HttpClient:
         if url.userinfo:  # credentials in the URL, as httpx.Client sent them: this hop only
             token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
             headers = [*headers, ("Authorization", f"Basic {token}")]
-        request = httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
+        # "deadline": what is left of the whole fetch, which the transport keeps to
+        extensions = {"timeout": timeout, "deadline": remaining}
+        request = httpx.Request("GET", url, headers=headers, extensions=extensions)
         if self._cookies:
             self._cookies.set_cookie_header(request)
         return _Exchange(self, request, slot)
@@ -369,7 +371,8 @@ class HttpClient:
         remaining = self._settings.deadline - (self._clock() - started)
         if remaining <= 0:
             raise TransientFetchError(
-                f"deadline of {self._settings.deadline:g} s exceeded at {url}", url=str(url)
+                f"timed out: deadline of {self._settings.deadline:g} s exceeded at {url}",
+                url=str(url),
             )
         return remaining
 
@@ -459,15 +462,19 @@ class HttpClient:
             raise PermanentFetchError(f"{exc} at {url}", url=str(url)) from exc
         parts: list[bytes] = []
         size = 0
-        for raw in _raw_chunks(response, url):
-            self._remaining(url, started)  # a trickling server fails at the deadline
-            data = _decode(decoder, raw, cap - size, url)
-            size += len(data)
-            if size > cap:
-                raise PermanentFetchError(
-                    f"body exceeds {cap} bytes after decompression at {url}", url=str(url)
-                )
-            parts.append(data)
+        try:
+            for raw in _raw_chunks(response, url):
+                self._remaining(url, started)  # a trickling server fails at the deadline
+                data = _decode(decoder, raw, cap - size, url)
+                size += len(data)
+                if size > cap:
+                    raise PermanentFetchError(
+                        f"body exceeds {cap} bytes after decompression at {url}", url=str(url)
+                    )
+                parts.append(data)
+        except TransientFetchError:
+            self._remaining(url, started)  # the transport stopped at the deadline: say so
+            raise
         try:
             decoder.finish()
         except BodyDecodeError as exc:  # the connection was cut: try again later
@@ -483,7 +490,7 @@ class HttpClient:
             parsed = _parse_url(url) if previous is None else httpx.URL(url)
         except (httpx.InvalidURL, TypeError) as exc:
             raise PermanentFetchError(f"invalid URL {url!r}: {exc}", url=url) from exc
-        if parsed.scheme not in _ALLOWED_SCHEMES or not parsed.host:
+        if parsed.scheme not in _ALLOWED_SCHEMES or not parsed.raw_host:
             raise PermanentFetchError(
                 f"refused URL scheme {parsed.scheme!r} (only http, https) at {url}", url=url
             )

@@ -31,6 +31,7 @@ resolves and checks the addresses there); the default is ``socket.create_connect
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import ssl
@@ -53,7 +54,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class _Parsed:
     """httptools' callbacks for one response: the head, then body pieces as they come."""
 
-    __slots__ = ("body", "complete", "head_done", "headers", "interim", "keep_alive", "parser")
+    __slots__ = (
+        "body", "complete", "extra", "head_done", "headers", "interim", "keep_alive", "parser",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -62,12 +65,22 @@ class _Parsed:
         self.complete = False
         self.keep_alive = False
         self.interim = False  # in a 1xx answer (103 Early Hints), before the real one
+        # bytes came after the complete answer (a second answer, or junk): they are
+        # ignored, and the connection is not used again
+        self.extra = False
         self.parser: httptools.HttpResponseParser | None = None
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.head_done:  # not trailers, nor a second answer's headers
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            return
         status = self.parser.get_status_code() if self.parser is not None else 0
         if 100 <= status < 200 and status != 101:  # informational: the answer follows
             self.interim, self.headers = True, []
@@ -75,9 +88,14 @@ class _Parsed:
         self.head_done = True
 
     def on_body(self, data: bytes) -> None:
-        self.body.append(data)
+        if self.complete:
+            self.extra = True
+        else:
+            self.body.append(data)
 
     def on_message_complete(self) -> None:
+        if self.complete:
+            return
         if self.interim:
             self.interim = False
             return
@@ -89,11 +107,12 @@ class _Parsed:
 
 
 class _Connection:
-    __slots__ = ("idle_since", "key", "sock")
+    __slots__ = ("closed", "idle_since", "key", "sock")
 
     def __init__(self, sock: socket.socket, key: tuple[str, str, int]) -> None:
         self.sock, self.key = sock, key
         self.idle_since = 0.0
+        self.closed = False
 
     def reusable(self, now: float, expiry: float) -> bool:
         """Idle for less than ``expiry`` seconds, and nothing to read: a closed or
@@ -102,14 +121,12 @@ class _Connection:
             return False
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return False
+        poller = select.poll()  # not select.select: it refuses descriptors over 1023
+        poller.register(self.sock, select.POLLIN)
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
+            return not poller.poll(0)
+        except OSError:
             return False
-        return not readable
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class _Body(httpx.SyncByteStream):
@@ -122,10 +139,13 @@ class _Body(httpx.SyncByteStream):
         parser: httptools.HttpResponseParser,
         parsed: _Parsed,
         until_eof: bool,
+        deadline: float,
     ) -> None:
         self._transport, self._conn, self._parser, self._parsed = transport, conn, parser, parsed
         self._until_eof = until_eof  # no Content-Length, not chunked: the end is EOF
         self._done = parsed.complete
+        self._deadline = deadline  # time.monotonic() by which the whole body is in
+        self._read_timeout = conn.sock.gettimeout() or 20.0
 
     def __iter__(self) -> Iterator[bytes]:
         parsed = self._parsed
@@ -136,44 +156,50 @@ class _Body(httpx.SyncByteStream):
             if parsed.complete:
                 self._done = True
                 return
-            data = _recv(self._conn.sock, None)
+            left = self._deadline - time.monotonic()
+            data = _recv(self._conn.sock, min(self._read_timeout, left))
             if not data:
                 if self._until_eof:
                     self._done = True  # the body ends with the connection
-                    self._conn.close()
+                    self._transport._discard(self._conn)
                     return
                 raise httpx.RemoteProtocolError("connection closed in the middle of the body")
-            _feed(self._parser, data)
+            _feed(self._parser, self._parsed, data)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None  # type: ignore[assignment]
         if conn is None:
             return
-        if self._done and not self._until_eof and self._parsed.keep_alive:
+        parsed = self._parsed
+        if self._done and not self._until_eof and parsed.keep_alive and not parsed.extra:
             self._transport._put_back(conn)
         else:
-            conn.close()
+            self._transport._discard(conn)
 
 
 class Http1Transport(httpx.BaseTransport):
-    """Thread-safe; keeps up to ``max_idle`` idle connections (all hosts together)."""
+    """Thread-safe. At most ``max_connections`` connections are open, idle ones
+    included, as long as the caller has no more requests than that in flight (the
+    client's lanes see to it): the least recently used idle connection is closed to
+    make room for a new one."""
 
     def __init__(
         self,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        max_idle: int = 10,
+        max_connections: int = 10,
         keepalive_expiry: float = 5.0,
         connect: Connect | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ssl_context = ssl_context or ssl.create_default_context()
-        self._max_idle, self._expiry = max_idle, keepalive_expiry
+        self._max, self._expiry = max_connections, keepalive_expiry
         self._connect = connect or _connect
         self._clock = clock
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._idle_count = 0
+        self._open = 0  # connections open: in use and idle
         self._closed = False
 
     # -- the pool ------------------------------------------------------------------
@@ -191,20 +217,49 @@ class Http1Transport(httpx.BaseTransport):
                     del self._idle[key]
             if conn.reusable(now, self._expiry):
                 return conn
-            conn.close()
+            self._discard(conn)
 
     def _put_back(self, conn: _Connection) -> None:
         conn.idle_since = self._clock()
         with self._lock:
-            if not self._closed and self._idle_count < self._max_idle:
+            if not self._closed and self._idle_count < self._max:
                 self._idle.setdefault(conn.key, []).append(conn)
                 self._idle_count += 1
                 return
-        conn.close()
+        self._discard(conn)
+
+    def _make_room(self) -> None:
+        """Count a connection about to be opened; close the least recently used idle
+        one if that would be one too many."""
+        victim = None
+        with self._lock:
+            self._open += 1
+            if self._open > self._max and self._idle_count:
+                key = min(self._idle, key=lambda k: self._idle[k][0].idle_since)
+                conns = self._idle[key]
+                victim = conns.pop(0)
+                self._idle_count -= 1
+                if not conns:
+                    del self._idle[key]
+        if victim is not None:
+            self._discard(victim)
+
+    def _discard(self, conn: _Connection) -> None:
+        """Close ``conn`` (once) and stop counting it."""
+        with self._lock:
+            if conn.closed:
+                return
+            conn.closed = True
+            self._open -= 1
+        conn.sock.close()
 
     def idle_connections(self) -> int:
         with self._lock:
             return self._idle_count
+
+    def open_connections(self) -> int:
+        with self._lock:
+            return self._open
 
     def close(self) -> None:
         with self._lock:
@@ -213,7 +268,7 @@ class Http1Transport(httpx.BaseTransport):
             self._idle.clear()
             self._idle_count = 0
         for conn in conns:
-            conn.close()
+            self._discard(conn)
 
     # -- one request ---------------------------------------------------------------
 
@@ -227,42 +282,55 @@ class Http1Transport(httpx.BaseTransport):
         connect_timeout = timeouts.get("connect") or 10.0
         read_timeout = timeouts.get("read") or 20.0
         write_timeout = timeouts.get("write") or read_timeout
-        key = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
+        # the whole exchange, body included, by then ("deadline": seconds from now)
+        deadline = time.monotonic() + request.extensions.get("deadline", math.inf)
+        # the name as sent (IDNA-encoded): what is resolved and verified, and SNI
+        host = url.raw_host.decode("ascii")
+        key = (url.scheme, host, url.port or _DEFAULT_PORTS[url.scheme])
         head = _request_head(request)
         reused = self._take_idle(key)
         if reused is not None:
             try:
-                return self._exchange(reused, request, head, write_timeout, read_timeout)
+                return self._exchange(reused, request, head, write_timeout, read_timeout, deadline)
             except _Stale:
-                reused.close()  # the server closed it meanwhile: once more, on a new one
-        conn = self._open(key, connect_timeout)
+                pass  # the server closed it meanwhile: once more, on a new one
+        conn = self._connect_new(key, min(connect_timeout, deadline - time.monotonic()))
         try:
-            return self._exchange(conn, request, head, write_timeout, read_timeout)
+            return self._exchange(conn, request, head, write_timeout, read_timeout, deadline)
         except _Stale as exc:
             raise httpx.RemoteProtocolError(
                 "server disconnected without sending a response"
             ) from exc
 
-    def _open(self, key: tuple[str, str, int], timeout: float) -> _Connection:
+    def _connect_new(self, key: tuple[str, str, int], timeout: float) -> _Connection:
         scheme, host, port = key
+        if timeout <= 0:
+            raise httpx.ConnectTimeout(f"no time left to connect to {host}:{port}")
+        self._make_room()
         try:
             sock = self._connect(host, port, timeout)
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        except BaseException as exc:
+            with self._lock:
+                self._open -= 1
+            if isinstance(exc, TimeoutError):
+                raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
+            if isinstance(exc, OSError):
+                raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise
+        conn = _Connection(sock, key)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":
                 sock.settimeout(timeout)
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
-        except TimeoutError as exc:
-            sock.close()
-            raise httpx.ConnectTimeout(f"TLS handshake with {host}:{port} timed out") from exc
-        except (OSError, ssl.SSLError) as exc:
-            sock.close()
-            raise httpx.ConnectError(str(exc)) from exc
-        return _Connection(sock, key)
+                conn.sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
+        except BaseException as exc:
+            self._discard(conn)
+            if isinstance(exc, TimeoutError):
+                raise httpx.ConnectTimeout(f"TLS handshake with {host}:{port} timed out") from exc
+            if isinstance(exc, OSError):  # ssl.SSLError included
+                raise httpx.ConnectError(str(exc)) from exc
+            raise
+        return conn
 
     def _exchange(
         self,
@@ -271,10 +339,11 @@ class Http1Transport(httpx.BaseTransport):
         head: bytes,
         write_timeout: float,
         read_timeout: float,
+        deadline: float,
     ) -> httpx.Response:
         sock = conn.sock
         try:
-            sock.settimeout(write_timeout)
+            sock.settimeout(max(0.001, min(write_timeout, deadline - time.monotonic())))
             try:
                 sock.sendall(head)
             except TimeoutError as exc:
@@ -283,26 +352,26 @@ class Http1Transport(httpx.BaseTransport):
                 raise _Stale from exc
             parsed = _Parsed()
             parser = parsed.parser = httptools.HttpResponseParser(parsed)
-            deadline = time.monotonic() + read_timeout  # the whole head within it
+            head_by = min(time.monotonic() + read_timeout, deadline)  # the whole head
             received = 0
             while not parsed.head_done:
-                data = _recv(sock, deadline - time.monotonic(), first=received == 0)
+                data = _recv(sock, head_by - time.monotonic(), first=received == 0)
                 if not data:
                     if received == 0:
                         raise _Stale
                     raise httpx.RemoteProtocolError("connection closed in the response head")
                 room = MAX_HEAD_BYTES - received  # the head must end within the limit
                 received += len(data)
-                _feed(parser, data[:room])
+                _feed(parser, parsed, data[:room])
                 if len(data) > room:
                     if not parsed.head_done:
                         raise httpx.RemoteProtocolError(
                             f"response head larger than {MAX_HEAD_BYTES} bytes"
                         )
-                    _feed(parser, data[room:])
+                    _feed(parser, parsed, data[room:])
             sock.settimeout(read_timeout)  # from here: the longest silence in the body
         except BaseException:
-            conn.close()
+            self._discard(conn)
             raise
         status = parser.get_status_code()
         if request.method == "HEAD":
@@ -313,7 +382,7 @@ class Http1Transport(httpx.BaseTransport):
             and b"content-length" not in names
             and b"transfer-encoding" not in names
         )
-        stream = _Body(self, conn, parser, parsed, until_eof)
+        stream = _Body(self, conn, parser, parsed, until_eof, deadline)
         return httpx.Response(
             status,
             headers=parsed.headers,
@@ -353,12 +422,15 @@ def _recv(sock: socket.socket, timeout: float | None, *, first: bool = False) ->
         raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
 
 
-def _feed(parser: httptools.HttpResponseParser, data: bytes) -> None:
+def _feed(parser: httptools.HttpResponseParser, parsed: _Parsed, data: bytes) -> None:
     try:
         parser.feed_data(data)
-    except httptools.HttpParserUpgrade as exc:
-        raise httpx.RemoteProtocolError("the server switched protocols") from exc
-    except httptools.HttpParserError as exc:
+    except httptools.HttpParserError as exc:  # HttpParserUpgrade included
+        if parsed.complete:  # junk after a complete answer: ignored, never reused
+            parsed.extra = True
+            return
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            raise httpx.RemoteProtocolError("the server switched protocols") from exc
         raise httpx.RemoteProtocolError(f"malformed HTTP response: {exc}") from exc
 
 

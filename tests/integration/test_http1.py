@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -265,18 +266,94 @@ def test_body_closed_early_closes_the_connection() -> None:
     assert server.connections == 2
 
 
-def test_idle_connections_bounded_and_closed_with_the_transport() -> None:
+def test_open_connections_bounded_idle_ones_included() -> None:
     servers = [Scripted(lambda n, r: (ok(b"k"), False)) for _ in range(3)]
     try:
-        transport = Http1Transport(max_idle=2)
-        for server in servers:
+        transport = Http1Transport(max_connections=2)
+        for server in servers:  # one request at a time, three hosts
             assert get(transport, server.url)[1] == b"k"
+            assert transport.open_connections() <= 2
         assert transport.idle_connections() == 2
+        assert get(transport, servers[2].url)[1] == b"k"  # the newest was kept
+        assert servers[2].connections == 1
+        assert get(transport, servers[0].url)[1] == b"k"  # the oldest made room
+        assert servers[0].connections == 2
         transport.close()
-        assert transport.idle_connections() == 0
+        assert transport.idle_connections() == transport.open_connections() == 0
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_second_answer_in_the_same_packet_is_not_mixed_in() -> None:
+    smuggled = ok(b"a") + ok(b"EVIL", "X-Evil: 1")
+    script = lambda n, r: (smuggled if n == 1 else ok(b"b"), False)  # noqa: E731
+    with scripted(script) as server, Http1Transport() as transport:
+        status, body, headers = get(transport, server.url)
+        assert (status, body, headers["content-length"], "x-evil" in headers) == (
+            200, b"a", "1", False)  # fmt: skip
+        assert transport.idle_connections() == 0  # that connection is not trusted again
+        assert get(transport, server.url)[1] == b"b"
+    assert server.connections == 2
+
+
+def test_more_body_than_declared_is_cut_at_the_length() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello world"
+    with scripted(lambda n, r: (answer, True)) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[1] == b"hello"
+        assert transport.idle_connections() == 0
+
+
+def test_trailers_are_not_headers() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nfeed\r\n0\r\nContent-Encoding: gzip\r\nSet-Cookie: t=1\r\n\r\n"
+    )
+    with scripted(lambda n, r: (chunked, False)) as server, Http1Transport() as transport:
+        _, body, headers = get(transport, server.url)
+    assert (body, "content-encoding" in headers, "set-cookie" in headers) == (b"feed", False, False)
+
+
+def test_the_deadline_bounds_a_slow_body() -> None:
+    def script(n: int, request: bytes) -> Answer:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", False  # then silence
+
+    with scripted(script) as server, Http1Transport() as transport:
+        extensions = {"timeout": {**TIMEOUT, "read": 5.0}, "deadline": 0.5}
+        response = transport.handle_request(httpx.Request("GET", server.url, extensions=extensions))
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            b"".join(response.iter_raw())
+        response.close()
+    assert time.monotonic() - started < 2.0  # the deadline, not the 5 s read timeout
+
+
+def test_connects_to_and_names_the_ascii_form_of_an_idna_host() -> None:
+    dialled: list[str] = []
+
+    def connect(host: str, port: int, timeout: float) -> socket.socket:
+        dialled.append(host)
+        return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+    with (
+        scripted(lambda n, r: (ok(b"k"), False)) as server,
+        Http1Transport(connect=connect) as transport,
+    ):
+        assert get(transport, f"http://xn--strae-oqa.test:{server.port}/")[1] == b"k"
+    assert dialled == ["xn--strae-oqa.test"]
+    assert f"Host: xn--strae-oqa.test:{server.port}".encode() in server.requests[0].split(b"\r\n")
+
+
+def test_descriptors_over_1023_are_reused() -> None:
+    fillers = [socket.socket() for _ in range(1100)]  # push new descriptors past select's limit
+    try:
+        with scripted(lambda n, r: (ok(b"k"), False)) as server, Http1Transport() as transport:
+            for _ in range(3):
+                assert get(transport, server.url)[1] == b"k"
+        assert server.connections == 1
+    finally:
+        for filler in fillers:
+            filler.close()
 
 
 def test_only_get_and_head() -> None:
