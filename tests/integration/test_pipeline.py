@@ -171,7 +171,8 @@ def _random_history(engine: Engine, folders: FileSettings, seed: int) -> None:
         run(engine, folders, batch)
 
 
-def _snapshot(engine: Engine) -> list[object]:
+def snapshot(engine: Engine) -> list[object]:
+    """The projected tables, in a stable order (shared with test_timeline)."""
     with engine.connect() as conn:
         return [
             conn.execute(select(articles).order_by(articles.c.article_id)).all(),
@@ -189,11 +190,11 @@ def test_rebuild_gives_the_same_tables_as_incremental_processing(
     engine: Engine, folders: FileSettings, seed: int
 ) -> None:
     _random_history(engine, folders, seed)
-    before = _snapshot(engine)
+    before = snapshot(engine)
     assert before[1], "the history produced versions"
     replayed = ProjectionRunner(engine).rebuild()
     assert replayed > 0
-    assert _snapshot(engine) == before
+    assert snapshot(engine) == before
     assert set(ProjectionRunner(engine).lag().values()) == {0}
 
 

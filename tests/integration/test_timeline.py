@@ -20,9 +20,10 @@ from daemon.ingest import identify
 from daemon.reading import as_of
 from daemon.recorder import Pending, record
 from storage.projections.runner import ProjectionRunner
-from storage.schema import article_versions, articles, rejections
+from storage.schema import article_versions, articles
 from storage.store import EventStore
 from tests.conftest import FIXTURES
+from tests.integration.test_pipeline import snapshot
 
 SEED = FIXTURES / "seeds" / "003_56ba656788b3d0c8.txt"
 NS = "http://tracker.test/articles/1744520"
@@ -118,23 +119,10 @@ def assert_as_of_agrees(engine: Engine, moments: list[datetime]) -> None:
         assert sql_as_of(engine, moment) == ([picked["version"]] if picked else []), moment
 
 
-def _snapshot(engine: Engine) -> list[object]:
-    with engine.connect() as conn:
-        return [
-            conn.execute(select(articles).order_by(articles.c.article_id)).all(),
-            conn.execute(
-                select(article_versions).order_by(
-                    article_versions.c.article_id, article_versions.c.version
-                )
-            ).all(),
-            conn.execute(select(rejections).order_by(rejections.c.position)).all(),
-        ]
-
-
 def assert_rebuild_is_identical(engine: Engine) -> None:
-    before = _snapshot(engine)
+    before = snapshot(engine)
     ProjectionRunner(engine).rebuild()
-    assert _snapshot(engine) == before
+    assert snapshot(engine) == before
 
 
 def test_a_tracker_history_imported_after_a_file_goes_into_the_past(
