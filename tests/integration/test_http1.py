@@ -4,6 +4,7 @@ connections and malformed answers, byte for byte."""
 from __future__ import annotations
 
 import gzip
+import resource
 import socket
 import threading
 import time
@@ -345,6 +346,11 @@ def test_connects_to_and_names_the_ascii_form_of_an_idna_host() -> None:
 
 
 def test_descriptors_over_1023_are_reused() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"the open-files limit ({hard}) is too low to go past descriptor 1023")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
     fillers = [socket.socket() for _ in range(1100)]  # push new descriptors past select's limit
     try:
         with scripted(lambda n, r: (ok(b"k"), False)) as server, Http1Transport() as transport:
