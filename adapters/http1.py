@@ -139,13 +139,13 @@ class _Body(httpx.SyncByteStream):
         parser: httptools.HttpResponseParser,
         parsed: _Parsed,
         until_eof: bool,
+        read_timeout: float,
         deadline: float,
     ) -> None:
         self._transport, self._conn, self._parser, self._parsed = transport, conn, parser, parsed
         self._until_eof = until_eof  # no Content-Length, not chunked: the end is EOF
-        self._done = parsed.complete
+        self._read_timeout = read_timeout  # the longest silence
         self._deadline = deadline  # time.monotonic() by which the whole body is in
-        self._read_timeout = conn.sock.gettimeout() or 20.0
 
     def __iter__(self) -> Iterator[bytes]:
         parsed = self._parsed
@@ -154,13 +154,11 @@ class _Body(httpx.SyncByteStream):
                 chunks, parsed.body = parsed.body, []
                 yield from chunks
             if parsed.complete:
-                self._done = True
                 return
             left = self._deadline - time.monotonic()
             data = _recv(self._conn.sock, min(self._read_timeout, left))
             if not data:
-                if self._until_eof:
-                    self._done = True  # the body ends with the connection
+                if self._until_eof:  # the body ends with the connection
                     self._transport._discard(self._conn)
                     return
                 raise httpx.RemoteProtocolError("connection closed in the middle of the body")
@@ -170,8 +168,8 @@ class _Body(httpx.SyncByteStream):
         conn, self._conn = self._conn, None  # type: ignore[assignment]
         if conn is None:
             return
-        parsed = self._parsed
-        if self._done and not self._until_eof and parsed.keep_alive and not parsed.extra:
+        parsed = self._parsed  # read to its end, and nothing after it
+        if parsed.complete and parsed.keep_alive and not parsed.extra:
             self._transport._put_back(conn)
         else:
             self._transport._discard(conn)
@@ -190,12 +188,10 @@ class Http1Transport(httpx.BaseTransport):
         max_connections: int = 10,
         keepalive_expiry: float = 5.0,
         connect: Connect | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ssl_context = ssl_context or ssl.create_default_context()
         self._max, self._expiry = max_connections, keepalive_expiry
         self._connect = connect or _connect
-        self._clock = clock
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._idle_count = 0
@@ -205,7 +201,7 @@ class Http1Transport(httpx.BaseTransport):
     # -- the pool ------------------------------------------------------------------
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
-        now = self._clock()
+        now = time.monotonic()
         while True:
             with self._lock:
                 conns = self._idle.get(key)
@@ -220,7 +216,7 @@ class Http1Transport(httpx.BaseTransport):
             self._discard(conn)
 
     def _put_back(self, conn: _Connection) -> None:
-        conn.idle_since = self._clock()
+        conn.idle_since = time.monotonic()
         with self._lock:
             if not self._closed and self._idle_count < self._max:
                 self._idle.setdefault(conn.key, []).append(conn)
@@ -369,7 +365,6 @@ class Http1Transport(httpx.BaseTransport):
                             f"response head larger than {MAX_HEAD_BYTES} bytes"
                         )
                     _feed(parser, parsed, data[room:])
-            sock.settimeout(read_timeout)  # from here: the longest silence in the body
         except BaseException:
             self._discard(conn)
             raise
@@ -382,7 +377,7 @@ class Http1Transport(httpx.BaseTransport):
             and b"content-length" not in names
             and b"transfer-encoding" not in names
         )
-        stream = _Body(self, conn, parser, parsed, until_eof, deadline)
+        stream = _Body(self, conn, parser, parsed, until_eof, read_timeout, deadline)
         return httpx.Response(
             status,
             headers=parsed.headers,
@@ -404,13 +399,12 @@ def _request_head(request: httpx.Request) -> bytes:
     return b"".join(parts)
 
 
-def _recv(sock: socket.socket, timeout: float | None, *, first: bool = False) -> bytes:
-    """Up to _RECV bytes; b"" at EOF. ``timeout`` (if given) for this read only."""
+def _recv(sock: socket.socket, timeout: float, *, first: bool = False) -> bytes:
+    """Up to _RECV bytes within ``timeout`` seconds; b"" at EOF."""
     try:
-        if timeout is not None:
-            if timeout <= 0:
-                raise TimeoutError
-            sock.settimeout(timeout)
+        if timeout <= 0:
+            raise TimeoutError
+        sock.settimeout(timeout)
         return sock.recv(_RECV)
     except TimeoutError as exc:
         raise httpx.ReadTimeout("timed out reading the response") from exc
