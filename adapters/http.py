@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from adapters.errors import AdapterError
-from adapters.http1 import Connect, Http1Transport
+from adapters.http1 import Connect, Http1Transport, Reply
 from adapters.httpsafety import (
     BodyDecodeError,
     CappedDecoder,
@@ -213,11 +213,11 @@ class _Lanes:
     def __init__(
         self,
         settings: HttpSettings,
-        transport: httpx.BaseTransport | None,
+        transport: Http1Transport | None,
         connect: Connect | None = None,
     ) -> None:
         if transport is not None:  # injected (tests): one lane, the caller's transport
-            self.transports: list[httpx.BaseTransport] = [transport]
+            self.transports: list[Http1Transport] = [transport]
             self._capacity = [settings.max_connections]
         else:
             count = max(1, min(_LANES, settings.max_connections))
@@ -279,7 +279,7 @@ class HttpClient:
         self,
         settings: HttpSettings,
         *,
-        transport: httpx.BaseTransport | None = None,
+        transport: Http1Transport | None = None,
         resolver: Resolver | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -289,17 +289,17 @@ class HttpClient:
         self._clock = clock
         self._gate = _HostGate(settings, sleep, clock)
         self._allowed = tuple(ipaddress.ip_network(n) for n in settings.allowed_networks)
-        # httpx's requests and responses on our HTTP/1.1 transport, without
-        # httpx.Client's per-request machinery (header and cookie merging, auth and
-        # redirect generators): redirects are ours anyway.
+        # requests go straight to our HTTP/1.1 transport (Http1Transport.send), without
+        # httpx.Client's per-request machinery nor its Request and Response objects;
+        # httpx's URLs, cookie jar and exceptions are used
         guarded = None if settings.allow_private_networks else self._connect_checked
         self._lanes = _Lanes(settings, transport, guarded)
         self._cookies = httpx.Cookies()  # kept between requests, as httpx.Client did
         self._base_headers = [
-            ("Accept", "*/*"),
-            ("Accept-Encoding", "gzip, deflate"),
-            ("Connection", "keep-alive"),
-            ("User-Agent", settings.user_agent),
+            (b"Accept", b"*/*"),
+            (b"Accept-Encoding", b"gzip, deflate"),
+            (b"Connection", b"keep-alive"),
+            (b"User-Agent", settings.user_agent.encode("ascii", "replace")),
         ]
         # (host, port) -> checked until, oldest first
         self._resolved: OrderedDict[tuple[str, int], float] = OrderedDict()
@@ -317,7 +317,7 @@ class HttpClient:
     def fetch(
         self, url: str, *, etag: str | None = None, last_modified: str | None = None
     ) -> FetchResult:
-        headers = self._request_headers(etag, last_modified)
+        conditions = _conditions(etag, last_modified)
         started: float | None = None
         current = self._validate_url(url, previous=None)
         visited = [str(current)]  # the URL asked for, then every redirect target
@@ -325,10 +325,10 @@ class HttpClient:
             slot = self._gate.enter(current.raw_host.decode("ascii"))
             try:
                 started = self._clock() if started is None else started
-                with self._send(current, headers, started, slot) as response:
-                    target = self._redirect_target(response, current, visited)
+                with self._send(current, conditions, started, slot) as answer:
+                    target = self._redirect_target(answer, current, visited)
                     if target is None:
-                        return self._finish(response, current, started, visited[1:])
+                        return self._finish(answer, current, started, visited[1:])
             finally:
                 slot.release()
             visited.append(str(target))
@@ -336,36 +336,22 @@ class HttpClient:
 
     # -- one hop ---------------------------------------------------------------------
 
-    def _request_headers(
-        self, etag: str | None, last_modified: str | None
-    ) -> list[tuple[str, str]]:
-        headers = list(self._base_headers)
-        if etag:
-            headers.append(("If-None-Match", etag))
-        if last_modified:
-            headers.append(("If-Modified-Since", last_modified))
-        return headers
-
     def _send(
-        self, url: httpx.URL, headers: list[tuple[str, str]], started: float, slot: _Slot
+        self, url: httpx.URL, conditions: list[tuple[bytes, bytes]], started: float, slot: _Slot
     ) -> _Exchange:
-        remaining = self._remaining(url, started)
-        read = min(self._settings.timeout_read, remaining)
-        timeout = {
-            "connect": min(self._settings.timeout_connect, remaining),
-            "read": read,
-            "write": read,
-            "pool": remaining,
-        }
+        remaining = self._remaining(url, started)  # the transport keeps to it, body included
+        # as httpx.Request sends them: Host first, then ours
+        headers = [(b"Host", url.netloc), *self._base_headers, *conditions]
         if url.userinfo:  # credentials in the URL, as httpx.Client sent them: this hop only
-            token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
-            headers = [*headers, ("Authorization", f"Basic {token}")]
-        # "deadline": what is left of the whole fetch, which the transport keeps to
-        extensions = {"timeout": timeout, "deadline": remaining}
-        request = httpx.Request("GET", url, headers=headers, extensions=extensions)
+            token = base64.b64encode(f"{url.username}:{url.password}".encode())
+            headers.append((b"Authorization", b"Basic " + token))
         if self._cookies:
+            request = httpx.Request("GET", url)
             self._cookies.set_cookie_header(request)
-        return _Exchange(self, request, slot)
+            cookie = request.headers.get("cookie")
+            if cookie:
+                headers.append((b"Cookie", cookie.encode("latin-1")))
+        return _Exchange(self, url, headers, remaining, slot)
 
     def _remaining(self, url: httpx.URL, started: float) -> float:
         remaining = self._settings.deadline - (self._clock() - started)
@@ -377,14 +363,14 @@ class HttpClient:
         return remaining
 
     def _redirect_target(
-        self, response: httpx.Response, current: httpx.URL, visited: list[str]
+        self, answer: _Answer, current: httpx.URL, visited: list[str]
     ) -> httpx.URL | None:
-        if response.status_code not in _REDIRECTS:
+        if answer.status not in _REDIRECTS:
             return None
-        location = response.headers.get("location")
+        location = answer.headers.get("location")
         if not location:
             raise PermanentFetchError(
-                f"redirect {response.status_code} without Location at {current}", url=str(current)
+                f"redirect {answer.status} without Location at {current}", url=str(current)
             )
         if len(visited) > self._settings.max_redirects:
             raise PermanentFetchError(
@@ -402,21 +388,21 @@ class HttpClient:
         return self._validate_url(str(target), previous=current)
 
     def _finish(
-        self, response: httpx.Response, url: httpx.URL, started: float, redirects: list[str]
+        self, answer: _Answer, url: httpx.URL, started: float, redirects: list[str]
     ) -> FetchResult:
-        headers = {k.lower(): v for k, v in response.headers.items()}
+        headers = answer.headers
         raw_retry_after = headers.get("retry-after")
         retry_after = (
             parse_retry_after(raw_retry_after, datetime.now(UTC)) if raw_retry_after else None
         )
-        status = response.status_code
+        status = answer.status
         self._raise_for_status(status, url, retry_after)
         if status == 304:
-            for _ in _raw_chunks(response, url):  # drain the (empty) body so the
+            for _ in _raw_chunks(answer, url):  # drain the (empty) body so the
                 pass  # connection goes back to the pool and is reused
             body = b""
         else:
-            body = self._read_body(response, url, started)
+            body = self._read_body(answer, url, started)
         return FetchResult(
             url=str(url),
             status=status,
@@ -445,13 +431,13 @@ class HttpClient:
             raise TransientFetchError(message, url=str(url), status=status, retry_after=retry_after)
         raise PermanentFetchError(message, url=str(url), status=status)
 
-    def _read_body(self, response: httpx.Response, url: httpx.URL, started: float) -> bytes:
+    def _read_body(self, answer: _Answer, url: httpx.URL, started: float) -> bytes:
         cap = self._settings.max_body_bytes
         encodings = [
-            e.strip().lower() for e in response.headers.get("content-encoding", "").split(",")
+            e.strip().lower() for e in answer.headers.get("content-encoding", "").split(",")
         ]
         encodings = [e for e in encodings if e]
-        length = response.headers.get("content-length", "")
+        length = answer.headers.get("content-length", "")
         if not encodings and length.isdigit() and int(length) > cap:
             raise PermanentFetchError(
                 f"body of {length} bytes exceeds {cap} bytes at {url}", url=str(url)
@@ -463,7 +449,7 @@ class HttpClient:
         parts: list[bytes] = []
         size = 0
         try:
-            for raw in _raw_chunks(response, url):
+            for raw in _raw_chunks(answer, url):
                 self._remaining(url, started)  # a trickling server fails at the deadline
                 data = _decode(decoder, raw, cap - size, url)
                 size += len(data)
@@ -558,51 +544,110 @@ class HttpClient:
         return in_networks(address, self._allowed)
 
 
+class _Answer:
+    """A response as the client reads it: status, headers (lower-case names; repeated
+    ones joined with ", ", as httpx does), and the body's raw chunks as they come."""
+
+    __slots__ = ("chunks", "headers", "status")
+
+    def __init__(self, reply: Reply) -> None:
+        self.status = reply.status
+        self.headers = _headers(reply.headers)
+        self.chunks = reply.body
+
+
 class _Exchange:
     """Context manager around one streamed request on one lane of the pool; maps httpx
     errors to ours."""
 
-    def __init__(self, client: HttpClient, request: httpx.Request, slot: _Slot) -> None:
-        self._client, self._request, self._slot = client, request, slot
-        self._response: httpx.Response | None = None
+    def __init__(
+        self,
+        client: HttpClient,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+        remaining: float,
+        slot: _Slot,
+    ) -> None:
+        self._client, self._url, self._headers = client, url, headers
+        self._remaining, self._slot = remaining, slot
+        self._reply: Reply | None = None
         self._lane: int | None = None
 
-    def __enter__(self) -> httpx.Response:
-        client, request = self._client, self._request
+    def __enter__(self) -> _Answer:
+        client, url, remaining = self._client, self._url, self._remaining
+        settings = client._settings
         lanes = client._lanes
-        pool_timeout = request.extensions["timeout"]["pool"]
-        taken = lanes.take(self._slot, pool_timeout)
+        taken = lanes.take(self._slot, remaining)
         if taken is None:
             raise TransientFetchError(
-                f"no free connection within {pool_timeout:g} s for {request.url}",
-                url=str(request.url),
+                f"no free connection within {remaining:g} s for {url}", url=str(url)
             )
         self._lane = lane = taken
+        read = min(settings.timeout_read, remaining)
         try:
-            response = lanes.transports[lane].handle_request(request)
+            reply = self._reply = lanes.transports[lane].send(
+                "GET",
+                url,
+                self._headers,
+                connect_timeout=min(settings.timeout_connect, remaining),
+                read_timeout=read,
+                write_timeout=read,
+                deadline=remaining,
+            )
+            answer = _Answer(reply)
         except httpx.HTTPError as exc:
             self.__exit__()
-            raise _translate(exc, request.url) from exc
+            raise _translate(exc, url) from exc
         except FetchError as exc:  # the guard, at connect time
             self.__exit__()
-            raise _naming(exc, request.url) from exc
+            raise _naming(exc, url) from exc
         except BaseException:
             self.__exit__()
             raise
-        response.request = request
-        self._response = response
-        if "set-cookie" in response.headers:
+        if "set-cookie" in answer.headers:
+            response = httpx.Response(
+                reply.status, headers=reply.headers, request=httpx.Request("GET", url)
+            )
             client._cookies.extract_cookies(response)
-        return response
+        return answer
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self._response is not None:
-                self._response.close()
+            if self._reply is not None:
+                self._reply.body.close()
         finally:
             if self._lane is not None:
                 self._client._lanes.give_back(self._lane)
                 self._lane = None
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Names lower-cased; values decoded as ASCII, else UTF-8, else Latin-1."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+def _conditions(etag: str | None, last_modified: str | None) -> list[tuple[bytes, bytes]]:
+    """The conditional GET's headers; a stored validator that could not be sent as one
+    header value (a line break, or not Latin-1) is left out: the GET is unconditional."""
+    headers = []
+    for name, value in ((b"If-None-Match", etag), (b"If-Modified-Since", last_modified)):
+        if value and "\r" not in value and "\n" not in value:
+            try:
+                headers.append((name, value.encode("latin-1")))
+            except UnicodeEncodeError:
+                continue
+    return headers
 
 
 @functools.lru_cache(maxsize=4096)
@@ -618,9 +663,9 @@ def _decode(decoder: CappedDecoder, raw: bytes, limit: int, url: httpx.URL) -> b
         raise PermanentFetchError(f"{exc} at {url}", url=str(url)) from exc
 
 
-def _raw_chunks(response: httpx.Response, url: httpx.URL) -> Iterator[bytes]:
+def _raw_chunks(answer: _Answer, url: httpx.URL) -> Iterator[bytes]:
     try:
-        yield from response.iter_raw()
+        yield from answer.chunks
     except httpx.HTTPError as exc:
         raise _translate(exc, url) from exc
 

@@ -37,12 +37,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import httptools
 import httpx
 
-__all__ = ["MAX_HEAD_BYTES", "Connect", "Http1Transport"]
+__all__ = ["MAX_HEAD_BYTES", "Connect", "Http1Transport", "Reply"]
 
 Connect = Callable[[str, int, float], socket.socket]
 
@@ -269,30 +269,58 @@ class Http1Transport(httpx.BaseTransport):
     # -- one request ---------------------------------------------------------------
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method not in ("GET", "HEAD"):
-            raise httpx.UnsupportedProtocol(f"method {request.method} is not supported here")
-        url = request.url
+        """httpx's transport interface, on :meth:`send`."""
+        timeouts = request.extensions.get("timeout", {})
+        read_timeout = timeouts.get("read") or 20.0
+        reply = self.send(
+            request.method,
+            request.url,
+            request.headers.raw,
+            connect_timeout=timeouts.get("connect") or 10.0,
+            read_timeout=read_timeout,
+            write_timeout=timeouts.get("write") or read_timeout,
+            deadline=request.extensions.get("deadline", math.inf),
+        )
+        return httpx.Response(
+            reply.status,
+            headers=reply.headers,
+            stream=reply.body,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    def send(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Sequence[tuple[bytes, bytes]],
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 20.0,
+        write_timeout: float = 20.0,
+        deadline: float = math.inf,
+    ) -> Reply:
+        """One request, without httpx's Request and Response objects (the client's
+        path): ``headers`` are sent as given, in order, so they include ``Host``;
+        ``deadline`` is the seconds left for the whole exchange, body included. The
+        reply's body must be read or closed."""
+        if method not in ("GET", "HEAD"):
+            raise httpx.UnsupportedProtocol(f"method {method} is not supported here")
         if url.scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        timeouts = request.extensions.get("timeout", {})
-        connect_timeout = timeouts.get("connect") or 10.0
-        read_timeout = timeouts.get("read") or 20.0
-        write_timeout = timeouts.get("write") or read_timeout
-        # the whole exchange, body included, by then ("deadline": seconds from now)
-        deadline = time.monotonic() + request.extensions.get("deadline", math.inf)
+        until = time.monotonic() + deadline
         # the name as sent (IDNA-encoded): what is resolved and verified, and SNI
         host = url.raw_host.decode("ascii")
         key = (url.scheme, host, url.port or _DEFAULT_PORTS[url.scheme])
-        head = _request_head(request)
+        head = _request_head(method, url.raw_path, headers)
         reused = self._take_idle(key)
         if reused is not None:
             try:
-                return self._exchange(reused, request, head, write_timeout, read_timeout, deadline)
+                return self._exchange(reused, method, head, write_timeout, read_timeout, until)
             except _Stale:
                 pass  # the server closed it meanwhile: once more, on a new one
-        conn = self._connect_new(key, min(connect_timeout, deadline - time.monotonic()))
+        conn = self._connect_new(key, min(connect_timeout, until - time.monotonic()))
         try:
-            return self._exchange(conn, request, head, write_timeout, read_timeout, deadline)
+            return self._exchange(conn, method, head, write_timeout, read_timeout, until)
         except _Stale as exc:
             raise httpx.RemoteProtocolError(
                 "server disconnected without sending a response"
@@ -331,12 +359,12 @@ class Http1Transport(httpx.BaseTransport):
     def _exchange(
         self,
         conn: _Connection,
-        request: httpx.Request,
+        method: str,
         head: bytes,
         write_timeout: float,
         read_timeout: float,
         deadline: float,
-    ) -> httpx.Response:
+    ) -> Reply:
         sock = conn.sock
         try:
             sock.settimeout(max(0.001, min(write_timeout, deadline - time.monotonic())))
@@ -369,7 +397,7 @@ class Http1Transport(httpx.BaseTransport):
             self._discard(conn)
             raise
         status = parser.get_status_code()
-        if request.method == "HEAD":
+        if method == "HEAD":
             parsed.complete, parsed.body = True, []
         names = {name.lower() for name, _ in parsed.headers}
         until_eof = (
@@ -377,26 +405,33 @@ class Http1Transport(httpx.BaseTransport):
             and b"content-length" not in names
             and b"transfer-encoding" not in names
         )
-        stream = _Body(self, conn, parser, parsed, until_eof, read_timeout, deadline)
-        return httpx.Response(
-            status,
-            headers=parsed.headers,
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        body = _Body(self, conn, parser, parsed, until_eof, read_timeout, deadline)
+        return Reply(status, parsed.headers, body)
+
+
+class Reply:
+    """A response head, and its body to read (iterate) or close."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: _Body) -> None:
+        self.status, self.headers, self.body = status, headers, body
 
 
 class _Stale(Exception):
     """A reused connection failed before any byte of the response came back."""
 
 
-def _request_head(request: httpx.Request) -> bytes:
-    url = request.url
-    parts = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
+def _request_head(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts)
+    head = b"".join(parts)
+    # a name or value with a line break would end the head early, or add a header
+    if head.count(b"\n") != len(headers) + 2 or b"\r" in head.replace(b"\r\n", b""):
+        raise httpx.LocalProtocolError("a request header contains a line break")
+    return head
 
 
 def _recv(sock: socket.socket, timeout: float, *, first: bool = False) -> bytes:

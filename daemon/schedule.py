@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +42,11 @@ log = structlog.get_logger(__name__)
 _RETIRED = timedelta(days=3650)
 _ACTIVE = ("active", "backing-off")
 _WRITE_BATCH = 2000  # observations per append: one commit for many sources
+# what a check reads of its source's state (the rest is only ever written)
+_CLAIMED = (
+    "source_id", "status", "last_check_at", "last_change_at", "consecutive_failures",
+    "interval_seconds", "etag", "last_modified", "body_sha256", "cursor",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -98,10 +102,9 @@ class _Collector:
         result: Check | None = None
         try:
             result = check(source)
-        except BaseException as exc:  # Poller._check records every Exception itself
-            with self._ready:
+        except BaseException as exc:  # Poller._check records every Exception itself;
+            with self._ready:  # anything else is raised in the writer, by next_batch
                 self._error = exc
-            raise
         finally:
             with self._ready:
                 self._left -= 1
@@ -195,14 +198,32 @@ class Poller:
         each check's end (one GIL hand-off and wake-up per check saved)."""
         done = _Collector(len(due))
         projected = True
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(due))) as pool:
-            for source in due:
-                pool.submit(done.run, self._check, source)
+        queue = deque(due)
+
+        def work() -> None:  # each worker takes the next source until none is left
+            while True:
+                try:
+                    source = queue.popleft()  # atomic: no lock, no future per source
+                except IndexError:
+                    return
+                done.run(self._check, source)
+
+        threads = [
+            threading.Thread(target=work, name=f"poll-{n}", daemon=True)
+            for n in range(min(self.workers, len(due)))
+        ]
+        for thread in threads:
+            thread.start()
+        try:
             while True:
                 batch, finished = done.next_batch()
                 projected = self._store(batch) and projected
                 if finished:
                     break
+        finally:
+            queue.clear()  # on an error here, the workers stop after their current check
+            for thread in threads:
+                thread.join()
         return done.checks, projected
 
     # -- claiming --------------------------------------------------------------------
@@ -210,7 +231,7 @@ class Poller:
     def _claim(self, now: datetime, all_sources: bool) -> list[dict[str, Any]]:
         s, c = source_state, source_config
         query = (
-            select(s, c.c.kind, c.c.url, c.c.name, c.c.settings)
+            select(*(s.c[k] for k in _CLAIMED), c.c.kind, c.c.url, c.c.name, c.c.settings)
             .join(c, c.c.source_id == s.c.source_id)
             .where(c.c.removed == 0, s.c.status.in_(_ACTIVE))
             .where(or_(s.c.lease_until.is_(None), s.c.lease_until < now))
@@ -358,16 +379,18 @@ class Poller:
         logs = [self._log_row(c, now) for c in checks]
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for check, state in states:
+            source = check.source
             values = {
+                "source_id": source["source_id"],
                 "lease_owner": None,
                 "lease_until": None,
                 "last_check_at": now,
                 "last_status": check.status,
-                **state,
             }
-            groups.setdefault(tuple(sorted(values)), []).append(
-                {"source_id": check.source["source_id"], **values}
-            )
+            for name, value in state.items():  # what the check changed; the same
+                if name not in source or source[name] != value:  # value is not written
+                    values[name] = value
+            groups.setdefault(tuple(values), []).append(values)
         with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():
             if skipped:
                 conn.execute(

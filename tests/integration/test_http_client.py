@@ -36,7 +36,7 @@ from adapters.http import (
     is_blocked_address,
     parse_retry_after,
 )
-from adapters.http1 import Http1Transport
+from adapters.http1 import Http1Transport, Reply
 from tests.httpserver import serving
 
 FEED = b"<rss version='2.0'><channel><title>t</title></channel></rss>"
@@ -178,20 +178,17 @@ class LocalServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class LoopbackOnly(httpx.BaseTransport):
-    """A real transport that refuses, before any I/O, every host but 127.0.0.1."""
+class LoopbackOnly(Http1Transport):
+    """The real transport, refusing before any I/O every host but 127.0.0.1."""
 
     def __init__(self) -> None:
-        self.inner = Http1Transport()
+        super().__init__()
         self.hosts: list[str] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.hosts.append(request.url.host)
-        assert request.url.host == "127.0.0.1", f"test tried to reach {request.url}"
-        return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
+    def send(self, method: str, url: httpx.URL, *args: Any, **kwargs: Any) -> Reply:
+        self.hosts.append(url.host)
+        assert url.host == "127.0.0.1", f"test tried to reach {url}"
+        return super().send(method, url, *args, **kwargs)
 
 
 def fake_resolver(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
@@ -530,14 +527,34 @@ def test_tls_to_the_checked_address_verifies_the_name(
     assert set(names) == {"lan.test", "other.test"}  # SNI: the name, never the address
 
 
-def test_https_to_http_downgrade_refused() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(301, headers={"Location": "http://feeds.test/feed"})
+class _Redirecting(Http1Transport):
+    """Answers every request with a redirect to ``location``, without any I/O."""
 
+    def __init__(self, location: bytes) -> None:
+        super().__init__()
+        self.location = location
+        self.asked: list[str] = []
+
+    def send(self, method: str, url: httpx.URL, *args: Any, **kwargs: Any) -> Reply:
+        self.asked.append(str(url))
+        return Reply(301, [(b"Location", self.location)], _NoBody())
+
+
+class _NoBody:
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+def test_https_to_http_downgrade_refused() -> None:
+    transport = _Redirecting(b"http://feeds.test/feed")
     settings = HttpSettings(allow_private_networks=True)
-    client = HttpClient(settings, transport=httpx.MockTransport(handler))
+    client = HttpClient(settings, transport=transport)
     with client, pytest.raises(PermanentFetchError, match="HTTPS to HTTP downgrade"):
         client.fetch("https://feeds.test/feed")
+    assert transport.asked == ["https://feeds.test/feed"]  # the HTTP URL was never asked
 
 
 @pytest.mark.parametrize(
