@@ -3,10 +3,14 @@
 httpx's default transport (httpcore and h11) spends about three times as much CPU per
 request as the request itself needs: for a 304 to a conditional GET, the bulk of an
 unchanged re-check, h11's pure-Python state machine and httpcore's pool bookkeeping
-were most of the check's cost (docs/performance.md). This transport keeps httpx's
-Request and Response (and so the client's code, errors and tests) and does the wire
-work itself: the request head written in one ``sendall``, the response parsed by
-llhttp (Node.js's parser, through ``httptools``), the body streamed as it arrives.
+were most of the check's cost (docs/performance.md). This transport does the wire work
+itself: the request head written in one ``sendall``, the response parsed by llhttp
+(Node.js's parser, through ``httptools``), the body streamed as it arrives.
+
+Two ways in: :meth:`Http1Transport.send` (an httpx ``URL`` and a header list in, a
+:class:`Reply` out: the project's client, which skips httpx's Request and Response
+objects, a quarter of an unchanged check's cost), and ``handle_request``, httpx's
+transport interface, on top of it.
 
 What it does, and does not:
 
@@ -18,7 +22,10 @@ What it does, and does not:
   deadlines). The connection goes back to the pool only once its response was read to
   the end and the server allows keep-alive; one closed early is closed.
 - The response head must arrive within the read timeout and be at most
-  ``MAX_HEAD_BYTES``.
+  ``MAX_HEAD_BYTES``. A plain connection waits in the kernel (``SO_RCVTIMEO``, see
+  ``_set_timeout``); a TLS one with Python's socket timeout.
+- A request header whose name or value holds a line break is refused before anything
+  is sent (``LocalProtocolError``).
 - A kept-alive connection the server has closed, or that has something unread, is
   dropped before reuse; if a reused connection fails before any byte of the response,
   the request is sent once more on a new connection (GET and HEAD are idempotent).
@@ -35,6 +42,7 @@ import math
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -347,6 +355,8 @@ class Http1Transport(httpx.BaseTransport):
             if scheme == "https":
                 sock.settimeout(timeout)
                 conn.sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
+            else:
+                sock.settimeout(None)  # blocking; the kernel times each call (_set_timeout)
         except BaseException as exc:
             self._discard(conn)
             if isinstance(exc, TimeoutError):
@@ -367,10 +377,10 @@ class Http1Transport(httpx.BaseTransport):
     ) -> Reply:
         sock = conn.sock
         try:
-            sock.settimeout(max(0.001, min(write_timeout, deadline - time.monotonic())))
+            _set_timeout(sock, min(write_timeout, deadline - time.monotonic()), _SNDTIMEO)
             try:
                 sock.sendall(head)
-            except TimeoutError as exc:
+            except (TimeoutError, BlockingIOError) as exc:
                 raise httpx.WriteTimeout("timed out sending the request") from exc
             except OSError as exc:
                 raise _Stale from exc
@@ -425,13 +435,12 @@ class _Stale(Exception):
 def _request_head(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
+        # a line break would end the head early, or add a header of the sender's making
+        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+            raise httpx.LocalProtocolError(f"line break in the request header {name!r}")
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
-    head = b"".join(parts)
-    # a name or value with a line break would end the head early, or add a header
-    if head.count(b"\n") != len(headers) + 2 or b"\r" in head.replace(b"\r\n", b""):
-        raise httpx.LocalProtocolError("a request header contains a line break")
-    return head
+    return b"".join(parts)
 
 
 def _recv(sock: socket.socket, timeout: float, *, first: bool = False) -> bytes:
@@ -439,9 +448,9 @@ def _recv(sock: socket.socket, timeout: float, *, first: bool = False) -> bytes:
     try:
         if timeout <= 0:
             raise TimeoutError
-        sock.settimeout(timeout)
+        _set_timeout(sock, timeout, _RCVTIMEO)
         return sock.recv(_RECV)
-    except TimeoutError as exc:
+    except (TimeoutError, BlockingIOError) as exc:
         raise httpx.ReadTimeout("timed out reading the response") from exc
     except ssl.SSLError as exc:
         raise httpx.ReadError(f"TLS error reading the response: {exc}") from exc
@@ -449,6 +458,25 @@ def _recv(sock: socket.socket, timeout: float, *, first: bool = False) -> bytes:
         if first and isinstance(exc, ConnectionResetError | BrokenPipeError):
             raise _Stale from exc
         raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+
+_RCVTIMEO, _SNDTIMEO = socket.SO_RCVTIMEO, socket.SO_SNDTIMEO
+_TIMEVAL = struct.Struct("@ll")
+
+
+def _set_timeout(sock: socket.socket, seconds: float, option: int) -> None:
+    """The longest wait of the next receive (``_RCVTIMEO``) or send (``_SNDTIMEO``).
+
+    A TLS socket keeps Python's own timeout (a poll before every call). A plain one is
+    in blocking mode, with the kernel's timeout: one system call per receive instead of
+    two, and so one hand-off of the GIL, not two, per call (with many worker threads,
+    the hand-offs cost more than the calls). At its end the call fails with EAGAIN,
+    which Python raises as BlockingIOError."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.settimeout(max(0.001, seconds))
+        return
+    micros = max(1000, math.ceil(seconds * 1e6))  # never 0: that would mean no limit
+    sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(*divmod(micros, 1_000_000)))
 
 
 def _feed(parser: httptools.HttpResponseParser, parsed: _Parsed, data: bytes) -> None:

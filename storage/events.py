@@ -8,6 +8,7 @@ registered in ``UPCASTERS`` before it is decoded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -205,7 +206,11 @@ def to_iso(value: datetime) -> str:
 _ISO = "%d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 
 
+@functools.lru_cache(maxsize=4096)
 def from_iso(value: str) -> datetime:
+    """An aware UTC datetime from ISO-8601 text. Cached: rows read together share a few
+    instants (a poll cycle writes one ``last_check_at`` for every source it checked),
+    and datetimes are immutable."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

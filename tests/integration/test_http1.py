@@ -366,3 +366,36 @@ def test_only_get_and_head() -> None:
     request = httpx.Request("POST", "http://127.0.0.1:9/", content=b"x")
     with Http1Transport() as transport, pytest.raises(httpx.UnsupportedProtocol):
         transport.handle_request(request)
+
+
+def test_send_is_the_same_exchange_without_httpx_objects() -> None:
+    """The client's path: headers sent as given and in order, the reply's raw headers
+    and its body as chunks; the connection is kept for the next request."""
+    answer = lambda n, r: (ok(b"%d" % n, 'ETag: "e"'), False)  # noqa: E731
+    with scripted(answer) as server, Http1Transport() as transport:
+        url = httpx.URL(server.url)
+        headers = [(b"Host", url.netloc), (b"X-One", b"1"), (b"Accept", b"*/*")]
+        bodies = []
+        for _ in range(2):
+            reply = transport.send("GET", url, headers, read_timeout=2.0)
+            bodies.append(b"".join(reply.body))
+            reply.body.close()
+        assert reply.status == 200
+        assert (b"ETag", b'"e"') in reply.headers
+    assert bodies == [b"1", b"2"] and server.connections == 1
+    assert server.requests[0] == (
+        b"GET /page HTTP/1.1\r\nHost: " + url.netloc + b"\r\nX-One: 1\r\nAccept: */*"
+    )
+
+
+@pytest.mark.parametrize(
+    "header", [(b"X-Tag", b'"a"\r\nX-Injected: 1'), (b"X-Tag", b"a\nb"), (b"X\r\nY", b"z")]
+)
+def test_a_header_with_a_line_break_is_refused_before_connecting(
+    header: tuple[bytes, bytes],
+) -> None:
+    with scripted(lambda n, r: (ok(b"x"), False)) as server, Http1Transport() as transport:
+        url = httpx.URL(server.url)
+        with pytest.raises(httpx.LocalProtocolError, match="line break"):
+            transport.send("GET", url, [(b"Host", url.netloc), header])
+        assert (server.connections, transport.open_connections()) == (0, 0)

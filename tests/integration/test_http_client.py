@@ -146,6 +146,17 @@ class Handler(BaseHTTPRequestHandler):
         }
         self.reply(302, Location=targets[arg])
 
+    def route_headers(self, arg: str) -> None:
+        self.send_response(200)
+        self.send_header("Link", "<a>; rel=prev")
+        self.send_header("Link", "<b>; rel=next")
+        # http.server writes header values as Latin-1: these are the UTF-8 bytes of "café"
+        self.send_header("X-Title", "café".encode().decode("latin-1"))
+        self.send_header("X-Legacy", "caf\xe9")  # Latin-1 itself: not UTF-8
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
     def route_hold(self, arg: str) -> None:
         with self.server.lock:
             self.server.in_flight += 1
@@ -620,3 +631,27 @@ def test_per_host_concurrency_limit(server: LocalServer, make_client: MakeClient
 def test_errors_share_one_tree() -> None:
     assert issubclass(NotFound, PermanentFetchError) and issubclass(Gone, PermanentFetchError)
     assert issubclass(TransientFetchError, FetchError) and issubclass(FetchError, AdapterError)
+
+
+def test_repeated_headers_are_joined_and_values_decoded(
+    server: LocalServer, make_client: MakeClient
+) -> None:
+    headers = make_client().fetch(server.base + "/headers").headers
+    assert headers["link"] == "<a>; rel=prev, <b>; rel=next"  # as httpx joins them
+    assert (headers["x-title"], headers["x-legacy"]) == ("café", "café")
+    assert all(name == name.lower() for name in headers)
+
+
+@pytest.mark.parametrize(
+    "etag", ['"v1"\r\nX-Injected: 1', '"v1"\nX-Injected: 1', '"v1"\r', '"\u2603"']
+)
+def test_a_stored_validator_that_is_no_header_value_is_not_sent(
+    server: LocalServer, make_client: MakeClient, etag: str
+) -> None:
+    """An ETag as stored could hold a line break (or a character no header can carry):
+    it is left out, and the GET is an ordinary one, never a request with an added
+    header."""
+    result = make_client().fetch(server.base + "/feed", etag=etag, last_modified="x\r\ny: z")
+    assert (result.status, result.body) == (200, FEED)
+    _, sent = server.requests[-1]
+    assert not {"If-None-Match", "If-Modified-Since", "X-Injected", "y"} & set(sent)
