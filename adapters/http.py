@@ -30,6 +30,7 @@ import math
 import socket
 import threading
 import time
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -346,12 +347,18 @@ class HttpClient:
             token = base64.b64encode(f"{url.username}:{url.password}".encode())
             headers.append((b"Authorization", b"Basic " + token))
         if self._cookies:
-            request = httpx.Request("GET", url)
-            self._cookies.set_cookie_header(request)
-            cookie = request.headers.get("cookie")
-            if cookie:
-                headers.append((b"Cookie", cookie.encode("latin-1")))
+            cookie = self._cookie_header(url)
+            if cookie is not None:
+                headers.append((b"Cookie", cookie))
         return _Exchange(self, url, headers, remaining, slot)
+
+    def _cookie_header(self, url: httpx.URL) -> bytes | None:
+        """The jar's cookies for ``url``, as the header's bytes (a cookie's value is
+        sent back as it came, UTF-8 included)."""
+        request = urllib.request.Request(str(url))
+        self._cookies.jar.add_cookie_header(request)
+        value = request.get_header("Cookie")
+        return None if value is None else _header_bytes(value)
 
     def _remaining(self, url: httpx.URL, started: float) -> float:
         remaining = self._settings.deadline - (self._clock() - started)
@@ -409,8 +416,8 @@ class HttpClient:
             headers=headers,
             body=body,
             not_modified=status == 304,
-            etag=headers.get("etag"),
-            last_modified=headers.get("last-modified"),
+            etag=answer.exact("etag"),
+            last_modified=answer.exact("last-modified"),
             retry_after=retry_after,
             elapsed=self._clock() - started,
             redirects=tuple(redirects),
@@ -548,12 +555,22 @@ class _Answer:
     """A response as the client reads it: status, headers (lower-case names; repeated
     ones joined with ", ", as httpx does), and the body's raw chunks as they come."""
 
-    __slots__ = ("chunks", "headers", "status")
+    __slots__ = ("chunks", "headers", "raw", "status")
 
     def __init__(self, reply: Reply) -> None:
         self.status = reply.status
+        self.raw = reply.headers
         self.headers = _headers(reply.headers)
         self.chunks = reply.body
+
+    def exact(self, name: str) -> str | None:
+        """A header's bytes as Latin-1 text, one character per byte: a validator is
+        opaque, and is sent back byte for byte however it was encoded (``headers``
+        decodes UTF-8, which Latin-1 bytes could also have given)."""
+        if name not in self.headers:
+            return None
+        key = name.encode("ascii")
+        return ", ".join(v.decode("latin-1") for k, v in self.raw if k.lower() == key)
 
 
 class _Exchange:
@@ -638,16 +655,35 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 def _conditions(etag: str | None, last_modified: str | None) -> list[tuple[bytes, bytes]]:
-    """The conditional GET's headers; a stored validator that could not be sent as one
-    header value (a line break, or not Latin-1) is left out: the GET is unconditional."""
+    """The conditional GET's headers: each validator as the bytes it came as (see
+    ``_Answer.exact``). One that could not be sent as one header value (a line break) is
+    left out: the GET is then an unconditional one."""
     headers = []
     for name, value in ((b"If-None-Match", etag), (b"If-Modified-Since", last_modified)):
         if value and "\r" not in value and "\n" not in value:
-            try:
-                headers.append((name, value.encode("latin-1")))
-            except UnicodeEncodeError:
-                continue
+            raw = _header_bytes(value, latin1=True)
+            if raw is not None:
+                headers.append((name, raw))
     return headers
+
+
+def _header_bytes(text: str, *, latin1: bool = False) -> bytes | None:
+    """``text`` as a header value: ASCII as is; beyond it, Latin-1 when ``latin1`` and
+    possible (a validator, kept as its bytes' Latin-1 text), else UTF-8. None for text no
+    header could carry (a lone surrogate)."""
+    try:
+        return text.encode("ascii")
+    except UnicodeEncodeError:
+        pass
+    if latin1:
+        try:
+            return text.encode("latin-1")
+        except UnicodeEncodeError:
+            pass
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -471,7 +471,9 @@ def _set_timeout(sock: socket.socket, seconds: float, option: int) -> None:
     in blocking mode, with the kernel's timeout: one system call per receive instead of
     two, and so one hand-off of the GIL, not two, per call (with many worker threads,
     the hand-offs cost more than the calls). At its end the call fails with EAGAIN,
-    which Python raises as BlockingIOError."""
+    which Python raises as BlockingIOError. A signal handled in the calling thread
+    restarts the kernel's wait in full (Python retries the call): the poller's worker
+    threads block the daemon's signals (daemon/schedule.py)."""
     if isinstance(sock, ssl.SSLSocket):
         sock.settimeout(max(0.001, seconds))
         return

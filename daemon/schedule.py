@@ -10,6 +10,7 @@ PostgreSQL never check the same source at once.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -42,6 +43,9 @@ log = structlog.get_logger(__name__)
 _RETIRED = timedelta(days=3650)
 _ACTIVE = ("active", "backing-off")
 _WRITE_BATCH = 2000  # observations per append: one commit for many sources
+_DAEMON_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+# only the poller writes these: one a check left unchanged is not written again
+_KEPT_UNLESS_CHANGED = frozenset({"etag", "last_modified", "body_sha256", "cursor"})
 # what a check reads of its source's state (the rest is only ever written)
 _CLAIMED = (
     "source_id", "status", "last_check_at", "last_change_at", "consecutive_failures",
@@ -201,6 +205,9 @@ class Poller:
         queue = deque(due)
 
         def work() -> None:  # each worker takes the next source until none is left
+            # the daemon's signals go to its main thread: a signal that interrupts a
+            # receive here would restart the kernel's receive timeout (adapters/http1.py)
+            signal.pthread_sigmask(signal.SIG_BLOCK, _DAEMON_SIGNALS)
             while True:
                 try:
                     source = queue.popleft()  # atomic: no lock, no future per source
@@ -387,8 +394,11 @@ class Poller:
                 "last_check_at": now,
                 "last_status": check.status,
             }
-            for name, value in state.items():  # what the check changed; the same
-                if name not in source or source[name] != value:  # value is not written
+            for name, value in state.items():
+                # a validator, body hash or cursor the check left as it was is not
+                # written again; the rest always is (`sources resume` may have changed
+                # the status meanwhile: this check's outcome decides, as before)
+                if name not in _KEPT_UNLESS_CHANGED or source[name] != value:
                     values[name] = value
             groups.setdefault(tuple(values), []).append(values)
         with self.engine.connect().execution_options(**IMMEDIATE) as conn, conn.begin():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -476,3 +478,44 @@ def test_follow_links_tracks_each_new_entry_page_as_the_same_article(
     )
     assert [(u, n) for u, n, _ in rows] == [(server.url("/a"), 2), (server.url("/b"), 2)]
     assert all(sorted(str(c).split(",")) == ["feed", "page"] for _, _, c in rows)
+
+
+def test_a_resume_during_a_failing_check_leaves_the_failure_whole(
+    services: Services, server: Server, clock: Clock
+) -> None:
+    """The operator resumes a backing-off source while its check is failing again: the
+    check's outcome is written whole (backing-off, two failures), never half of it
+    over the resume (active with two failures)."""
+    server.serve("/down.xml", Reply(500, b"oops"))
+    sid = add(services, server, "/down.xml", clock)
+    services.poller.run_cycle()
+    state = f"SELECT status, consecutive_failures FROM source_state WHERE source_id = '{sid}'"
+    assert query(services, state) == [("backing-off", 1)]
+
+    def resumed_meanwhile(_handler: object) -> Reply:
+        services.registry.resume(sid, clock())
+        return Reply(500, b"oops")
+
+    server.serve("/down.xml", resumed_meanwhile)
+    clock.advance(86400)
+    services.poller.run_cycle()
+    assert query(services, state) == [("backing-off", 2)]
+
+
+def test_checks_run_with_the_daemons_signals_blocked(
+    services: Services, server: Server, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM, SIGINT and SIGHUP go to the daemon's main thread, never to a thread
+    waiting in a receive (whose kernel timeout a signal would restart)."""
+    server.serve("/feed.xml", Reply(200, b"<rss version='2.0'><channel/></rss>"))
+    add(services, server, "/feed.xml", clock)
+    masks: list[set[int]] = []
+
+    def fetch(check: Any) -> None:
+        masks.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+
+    monkeypatch.setattr(services.poller, "_fetch", fetch)
+    services.poller.run_cycle()
+    assert len(masks) == 1
+    assert {signal.SIGTERM, signal.SIGINT, signal.SIGHUP} <= masks[0]
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # not here
