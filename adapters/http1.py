@@ -477,7 +477,8 @@ def _set_timeout(sock: socket.socket, seconds: float, option: int) -> None:
     if isinstance(sock, ssl.SSLSocket):
         sock.settimeout(max(0.001, seconds))
         return
-    micros = max(1000, math.ceil(seconds * 1e6))  # never 0: that would mean no limit
+    # never 0, which would mean no limit; an infinite timeout waits a year at a time
+    micros = max(1000, math.ceil(min(seconds, 365 * 86400.0) * 1e6))
     sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(*divmod(micros, 1_000_000)))
 
 

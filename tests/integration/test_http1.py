@@ -4,6 +4,7 @@ connections and malformed answers, byte for byte."""
 from __future__ import annotations
 
 import gzip
+import math
 import resource
 import socket
 import threading
@@ -399,3 +400,14 @@ def test_a_header_with_a_line_break_is_refused_before_connecting(
         with pytest.raises(httpx.LocalProtocolError, match="line break"):
             transport.send("GET", url, [(b"Host", url.netloc), header])
         assert (server.connections, transport.open_connections()) == (0, 0)
+
+
+def test_no_read_timeout_and_no_deadline_still_reads() -> None:
+    """An infinite timeout is a wait without a limit, not an error."""
+    with scripted(lambda n, r: (ok(b"fine"), False)) as server, Http1Transport() as transport:
+        url = httpx.URL(server.url)
+        reply = transport.send(
+            "GET", url, [(b"Host", url.netloc)], read_timeout=math.inf, write_timeout=math.inf
+        )
+        assert (reply.status, b"".join(reply.body)) == (200, b"fine")
+        reply.body.close()
