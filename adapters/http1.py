@@ -115,12 +115,13 @@ class _Parsed:
 
 
 class _Connection:
-    __slots__ = ("closed", "idle_since", "key", "sock")
+    __slots__ = ("closed", "idle_since", "key", "rcvtimeo", "sndtimeo", "sock")
 
     def __init__(self, sock: socket.socket, key: tuple[str, str, int]) -> None:
         self.sock, self.key = sock, key
         self.idle_since = 0.0
         self.closed = False
+        self.rcvtimeo = self.sndtimeo = 0.0  # the kernel timeouts set (seconds; 0: none)
 
     def reusable(self, now: float, expiry: float) -> bool:
         """Idle for less than ``expiry`` seconds, and nothing to read: a closed or
@@ -164,7 +165,7 @@ class _Body(httpx.SyncByteStream):
             if parsed.complete:
                 return
             left = self._deadline - time.monotonic()
-            data = _recv(self._conn.sock, min(self._read_timeout, left))
+            data = _recv(self._conn, min(self._read_timeout, left))
             if not data:
                 if self._until_eof:  # the body ends with the connection
                     self._transport._discard(self._conn)
@@ -377,7 +378,7 @@ class Http1Transport(httpx.BaseTransport):
     ) -> Reply:
         sock = conn.sock
         try:
-            _set_timeout(sock, min(write_timeout, deadline - time.monotonic()), _SNDTIMEO)
+            _set_timeout(conn, min(write_timeout, deadline - time.monotonic()), send=True)
             try:
                 sock.sendall(head)
             except (TimeoutError, BlockingIOError) as exc:
@@ -389,7 +390,7 @@ class Http1Transport(httpx.BaseTransport):
             head_by = min(time.monotonic() + read_timeout, deadline)  # the whole head
             received = 0
             while not parsed.head_done:
-                data = _recv(sock, head_by - time.monotonic(), first=received == 0)
+                data = _recv(conn, head_by - time.monotonic(), first=received == 0)
                 if not data:
                     if received == 0:
                         raise _Stale
@@ -435,21 +436,25 @@ class _Stale(Exception):
 def _request_head(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
-        # a line break would end the head early, or add a header of the sender's making
-        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-            raise httpx.LocalProtocolError(f"line break in the request header {name!r}")
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts)
+    head = b"".join(parts)
+    # one CR and one LF per line: a line break in a name or value would end the head
+    # early, or add a header of the sender's making
+    lines = len(headers) + 2
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        name = next((n for n, v in headers if b"\r" in n + v or b"\n" in n + v), b"?")
+        raise httpx.LocalProtocolError(f"line break in the request header {name!r}")
+    return head
 
 
-def _recv(sock: socket.socket, timeout: float, *, first: bool = False) -> bytes:
+def _recv(conn: _Connection, timeout: float, *, first: bool = False) -> bytes:
     """Up to _RECV bytes within ``timeout`` seconds; b"" at EOF."""
     try:
         if timeout <= 0:
             raise TimeoutError
-        _set_timeout(sock, timeout, _RCVTIMEO)
-        return sock.recv(_RECV)
+        _set_timeout(conn, timeout)
+        return conn.sock.recv(_RECV)
     except (TimeoutError, BlockingIOError) as exc:
         raise httpx.ReadTimeout("timed out reading the response") from exc
     except ssl.SSLError as exc:
@@ -460,26 +465,41 @@ def _recv(sock: socket.socket, timeout: float, *, first: bool = False) -> bytes:
         raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
 
 
-_RCVTIMEO, _SNDTIMEO = socket.SO_RCVTIMEO, socket.SO_SNDTIMEO
 _TIMEVAL = struct.Struct("@ll")
+_LONGEST = 365 * 86400.0  # an infinite timeout waits a year at a time
 
 
-def _set_timeout(sock: socket.socket, seconds: float, option: int) -> None:
-    """The longest wait of the next receive (``_RCVTIMEO``) or send (``_SNDTIMEO``).
+def _set_timeout(conn: _Connection, seconds: float, *, send: bool = False) -> None:
+    """The longest wait of the next receive, or send.
 
     A TLS socket keeps Python's own timeout (a poll before every call). A plain one is
-    in blocking mode, with the kernel's timeout: one system call per receive instead of
-    two, and so one hand-off of the GIL, not two, per call (with many worker threads,
-    the hand-offs cost more than the calls). At its end the call fails with EAGAIN,
-    which Python raises as BlockingIOError. A signal handled in the calling thread
-    restarts the kernel's wait in full (Python retries the call): the poller's worker
-    threads block the daemon's signals (daemon/schedule.py)."""
+    in blocking mode, with the kernel's timeout (``SO_RCVTIMEO``, ``SO_SNDTIMEO``): one
+    system call per receive instead of two, and so one hand-off of the GIL, not two,
+    per call (with many worker threads, the hand-offs cost more than the calls). At its
+    end the call fails with EAGAIN, which Python raises as BlockingIOError.
+
+    The kernel's value is changed only when the one asked for is longer than it, or
+    shorter by more than 1% (at least 10 ms): a receive may wait that much longer than
+    asked, and most receives need no system call to set it.
+
+    A signal handled in the calling thread restarts the kernel's wait in full (Python
+    retries the call): the poller's worker threads block the daemon's signals
+    (daemon/schedule.py)."""
+    sock = conn.sock
     if isinstance(sock, ssl.SSLSocket):
         sock.settimeout(max(0.001, seconds))
         return
-    # never 0, which would mean no limit; an infinite timeout waits a year at a time
-    micros = max(1000, math.ceil(min(seconds, 365 * 86400.0) * 1e6))
+    current = conn.sndtimeo if send else conn.rcvtimeo
+    if current - max(0.01, current / 100) <= seconds <= current:
+        return
+    # never 0, which would mean no limit
+    micros = math.ceil(max(0.001, min(seconds, _LONGEST)) * 1e6)
+    option = socket.SO_SNDTIMEO if send else socket.SO_RCVTIMEO
     sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(*divmod(micros, 1_000_000)))
+    if send:
+        conn.sndtimeo = micros / 1e6
+    else:
+        conn.rcvtimeo = micros / 1e6
 
 
 def _feed(parser: httptools.HttpResponseParser, parsed: _Parsed, data: bytes) -> None:

@@ -411,3 +411,22 @@ def test_no_read_timeout_and_no_deadline_still_reads() -> None:
         )
         assert (reply.status, b"".join(reply.body)) == (200, b"fine")
         reply.body.close()
+
+
+def test_a_shorter_timeout_on_a_reused_connection_is_kept_to() -> None:
+    """The kernel's receive timeout set for one request (5 s) is not left in place for
+    the next request on the same connection, which asks for 0.3 s."""
+
+    def script(n: int, request: bytes) -> Answer:
+        return (ok(b"first"), False) if n == 1 else (b"HTTP/1.1 200 OK\r\n", False)
+
+    with scripted(script) as server, Http1Transport() as transport:
+        url = httpx.URL(server.url)
+        reply = transport.send("GET", url, [(b"Host", url.netloc)], read_timeout=5.0)
+        assert b"".join(reply.body) == b"first"
+        reply.body.close()
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            transport.send("GET", url, [(b"Host", url.netloc)], read_timeout=0.3)
+        assert time.monotonic() - started < 2.0
+        assert server.connections == 1  # the same connection, reused
