@@ -329,7 +329,7 @@ class HttpClient:
                 with self._send(current, conditions, started, slot) as answer:
                     target = self._redirect_target(answer, current, visited)
                     if target is None:
-                        return self._finish(answer, current, started, visited[1:])
+                        return self._finish(answer, current, started, visited)
             finally:
                 slot.release()
             visited.append(str(target))
@@ -395,8 +395,10 @@ class HttpClient:
         return self._validate_url(str(target), previous=current)
 
     def _finish(
-        self, answer: _Answer, url: httpx.URL, started: float, redirects: list[str]
+        self, answer: _Answer, url: httpx.URL, started: float, visited: list[str]
     ) -> FetchResult:
+        """``visited``: the URL asked for, then every redirect target; the last is
+        ``url`` as text (made once, in fetch)."""
         headers = answer.headers
         raw_retry_after = headers.get("retry-after")
         retry_after = (
@@ -411,7 +413,7 @@ class HttpClient:
         else:
             body = self._read_body(answer, url, started)
         return FetchResult(
-            url=str(url),
+            url=visited[-1],
             status=status,
             headers=headers,
             body=body,
@@ -420,7 +422,7 @@ class HttpClient:
             last_modified=answer.exact("last-modified"),
             retry_after=retry_after,
             elapsed=self._clock() - started,
-            redirects=tuple(redirects),
+            redirects=tuple(visited[1:]),
         )
 
     @staticmethod

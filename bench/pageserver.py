@@ -271,11 +271,11 @@ _TYPE = b"Content-Type: text/html; charset=utf-8\r\n"
 
 class Server:
     """HTTP/1.1 with keep-alive, a thread per connection, on a plain socket: each request
-    head is read up to its blank line and answered with prepared bytes in one
-    ``sendall``. (``http.server`` parsed every request with the email package and wrote
-    the head and the body separately: about 0.15 ms of CPU a page under its one GIL,
-    which bounded the benchmark's wall time, not the client's work; see
-    docs/performance.md.)"""
+    head is read up to its blank line and answered in one ``sendall`` (the page bodies
+    are built once, at start). ``http.server`` parsed every request with the email
+    package and wrote the head and the body separately: about 0.15 ms of CPU a page
+    under its one GIL, which bounded the benchmark's wall time, not the client's work
+    (docs/performance.md)."""
 
     def __init__(self, pages: Pages, port: int) -> None:
         self.pages = pages
@@ -310,14 +310,14 @@ class Server:
                             return
                         buffer += data
                     head, _, buffer = buffer.partition(b"\r\n\r\n")
-                    parts, close = self._answer(head)
-                    conn.sendall(b"".join(parts))
+                    answer, close = self._answer(head)
+                    conn.sendall(answer)
                 except OSError:
                     return
                 if close:
                     return
 
-    def _answer(self, head: bytes) -> tuple[list[bytes], bool]:
+    def _answer(self, head: bytes) -> tuple[bytes, bool]:
         line, _, fields = head.partition(b"\r\n")
         method, target, _version = [*line.split(b" "), b"", b""][:3]
         lowered = fields.lower()
@@ -343,7 +343,7 @@ class Server:
             return _json({"reset": True}), close
         return _plain(404, b"not found\n"), close
 
-    def _page(self, number: int, lowered_fields: bytes) -> list[bytes]:
+    def _page(self, number: int, lowered_fields: bytes) -> bytes:
         pages = self.pages
         body, etag = pages.page(number)
         if pages.mode == "etag":
@@ -352,7 +352,7 @@ class Server:
                 with pages.lock:
                     pages.requests += 1
                     pages.not_modified += 1
-                return [b"HTTP/1.1 304 Not Modified\r\nETag: " + tag + b"\r\n\r\n"]
+                return b"HTTP/1.1 304 Not Modified\r\nETag: " + tag + b"\r\n\r\n"
             extra = b"ETag: " + tag + b"\r\n"
         else:
             extra = b""
@@ -361,7 +361,7 @@ class Server:
             pages.ok += 1
             pages.sent += len(body)
         length = b"Content-Length: %d\r\n\r\n" % len(body)
-        return [b"HTTP/1.1 200 OK\r\n" + _TYPE + extra + length, body]
+        return b"HTTP/1.1 200 OK\r\n" + _TYPE + extra + length + body
 
 
 def _field(lowered_fields: bytes, name: bytes) -> bytes | None:
@@ -374,16 +374,16 @@ def _field(lowered_fields: bytes, name: bytes) -> bytes | None:
     return None
 
 
-def _plain(status: int, body: bytes) -> list[bytes]:
+def _plain(status: int, body: bytes) -> bytes:
     reason = {404: b"Not Found", 405: b"Method Not Allowed"}[status]
     head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
-    return [head % (status, reason, len(body)), body]
+    return head % (status, reason, len(body)) + body
 
 
-def _json(data: dict[str, Any]) -> list[bytes]:
+def _json(data: dict[str, Any]) -> bytes:
     body = json.dumps(data).encode()
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-    return [head % len(body), body]
+    return head % len(body) + body
 
 
 def main() -> int:
