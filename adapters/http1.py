@@ -123,13 +123,19 @@ class _Connection:
         self.closed = False
         self.rcvtimeo = self.sndtimeo = 0.0  # the kernel timeouts set (seconds; 0: none)
 
-    def reusable(self, now: float, expiry: float) -> bool:
+    def reusable(self, now: float, expiry: float, look_after: float) -> bool:
         """Idle for less than ``expiry`` seconds, and nothing to read: a closed or
-        confused connection is readable (EOF or stray bytes)."""
-        if now - self.idle_since > expiry:
+        confused connection is readable (EOF or stray bytes). One idle for less than
+        ``look_after`` seconds is not looked at (a system call, and a hand-off of the
+        GIL): if the server has closed it meanwhile, or sent stray bytes, the request is
+        sent again on a new connection (``Http1Transport.send``)."""
+        idle = now - self.idle_since
+        if idle > expiry:
             return False
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return False
+        if idle < look_after:
+            return True
         poller = select.poll()  # not select.select: it refuses descriptors over 1023
         poller.register(self.sock, select.POLLIN)
         try:
@@ -196,10 +202,15 @@ class Http1Transport(httpx.BaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 10,
         keepalive_expiry: float = 5.0,
+        look_after: float = 1.0,
         connect: Connect | None = None,
     ) -> None:
+        """``look_after``: an idle connection is looked at for a close or stray bytes
+        before it is used again once it has been idle this many seconds (see
+        ``_Connection.reusable``); 0 looks at every one."""
         self.ssl_context = ssl_context or ssl.create_default_context()
         self._max, self._expiry = max_connections, keepalive_expiry
+        self._look_after = look_after
         self._connect = connect or _connect
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
@@ -220,7 +231,7 @@ class Http1Transport(httpx.BaseTransport):
                 self._idle_count -= 1
                 if not conns:
                     del self._idle[key]
-            if conn.reusable(now, self._expiry):
+            if conn.reusable(now, self._expiry, self._look_after):
                 return conn
             self._discard(conn)
 
@@ -324,12 +335,16 @@ class Http1Transport(httpx.BaseTransport):
         reused = self._take_idle(key)
         if reused is not None:
             try:
-                return self._exchange(reused, method, head, write_timeout, read_timeout, until)
+                return self._exchange(
+                    reused, method, head, write_timeout, read_timeout, until, reused=True
+                )
             except _Stale:
                 pass  # the server closed it meanwhile: once more, on a new one
         conn = self._connect_new(key, min(connect_timeout, until - time.monotonic()))
         try:
-            return self._exchange(conn, method, head, write_timeout, read_timeout, until)
+            return self._exchange(
+                conn, method, head, write_timeout, read_timeout, until, reused=False
+            )
         except _Stale as exc:
             raise httpx.RemoteProtocolError(
                 "server disconnected without sending a response"
@@ -375,7 +390,12 @@ class Http1Transport(httpx.BaseTransport):
         write_timeout: float,
         read_timeout: float,
         deadline: float,
+        *,
+        reused: bool,
     ) -> Reply:
+        """``reused``: a head that does not parse is taken for stray bytes the server
+        sent after its last answer on this connection, and raises ``_Stale`` (the
+        request goes again on a new connection, where the same error is raised)."""
         sock = conn.sock
         try:
             _set_timeout(conn, min(write_timeout, deadline - time.monotonic()), send=True)
@@ -397,7 +417,12 @@ class Http1Transport(httpx.BaseTransport):
                     raise httpx.RemoteProtocolError("connection closed in the response head")
                 room = MAX_HEAD_BYTES - received  # the head must end within the limit
                 received += len(data)
-                _feed(parser, parsed, data[:room])
+                try:
+                    _feed(parser, parsed, data[:room])
+                except httpx.RemoteProtocolError as exc:
+                    if reused and not parsed.head_done:
+                        raise _Stale from exc
+                    raise
                 if len(data) > room:
                     if not parsed.head_done:
                         raise httpx.RemoteProtocolError(
@@ -430,7 +455,8 @@ class Reply:
 
 
 class _Stale(Exception):
-    """A reused connection failed before any byte of the response came back."""
+    """A reused connection failed before any byte of the response came back, or what
+    came back was not the start of an answer."""
 
 
 def _request_head(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:

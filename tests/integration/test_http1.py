@@ -17,8 +17,9 @@ import pytest
 
 from adapters.http1 import MAX_HEAD_BYTES, Http1Transport
 
-# what the server does with one request: bytes to send, and whether to close afterwards
-Answer = tuple[bytes, bool]
+# what the server does with one request: bytes to send, and whether to close afterwards;
+# and, optionally, bytes to send 50 ms later on the same connection (nobody asked for them)
+Answer = tuple[bytes, bool] | tuple[bytes, bool, bytes]
 
 
 class Scripted:
@@ -69,9 +70,12 @@ class Scripted:
                 with self._lock:
                     self.requests.append(request)
                     number = len(self.requests)
-                reply, close = self.script(number, request)
+                reply, close, *later = self.script(number, request)
                 try:
                     conn.sendall(reply)
+                    if later:
+                        time.sleep(0.05)
+                        conn.sendall(later[0])
                 except OSError:
                     return
                 if close:
@@ -183,13 +187,38 @@ def test_content_encoding_left_to_the_caller() -> None:
         assert get(transport, server.url)[1] == packed
 
 
-def test_stale_kept_alive_connection_is_replaced() -> None:
+@pytest.mark.parametrize("look_after", [1.0, 0.0])  # not looked at / looked at first
+def test_stale_kept_alive_connection_is_replaced(look_after: float) -> None:
     # the server answers, then closes the connection it had let the client keep: the
     # next request must not fail for it
-    with scripted(lambda n, r: (ok(b"%d" % n), True)) as server, Http1Transport() as transport:
+    transport = Http1Transport(look_after=look_after)
+    with scripted(lambda n, r: (ok(b"%d" % n), True)) as server, transport:
         assert get(transport, server.url)[1] == b"1"
+        time.sleep(0.1)  # the close has come in
         assert get(transport, server.url)[1] == b"2"
     assert server.connections == 2
+
+
+@pytest.mark.parametrize("look_after", [1.0, 0.0])
+def test_stray_bytes_after_an_answer_are_never_read_as_the_next_answer(
+    look_after: float,
+) -> None:
+    # the server answers, then sends bytes nobody asked for on the kept-alive connection
+    def script(n: int, request: bytes) -> Answer:
+        if n == 1:
+            return ok(b"first"), False, b"\x00\x01 not an answer\r\n\r\n"
+        return ok(b"%d" % n), False
+
+    transport = Http1Transport(look_after=look_after)
+    with scripted(script) as server, transport:
+        assert get(transport, server.url)[1] == b"first"
+        time.sleep(0.2)  # the stray bytes have come in
+        status, body, _ = get(transport, server.url)
+        # the answer to the request the server took last, on a new connection
+        assert (status, body) == (200, b"%d" % len(server.requests))
+        assert server.connections == 2
+        if look_after == 0:  # seen before anything was sent on it
+            assert len(server.requests) == 2
 
 
 def test_reset_before_an_answer_on_a_reused_connection_is_retried_once() -> None:
@@ -354,7 +383,8 @@ def test_descriptors_over_1023_are_reused() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
     fillers = [socket.socket() for _ in range(1100)]  # push new descriptors past select's limit
     try:
-        with scripted(lambda n, r: (ok(b"k"), False)) as server, Http1Transport() as transport:
+        transport = Http1Transport(look_after=0)  # every reuse polls the descriptor
+        with scripted(lambda n, r: (ok(b"k"), False)) as server, transport:
             for _ in range(3):
                 assert get(transport, server.url)[1] == b"k"
         assert server.connections == 1
