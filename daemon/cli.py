@@ -208,7 +208,8 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.argument("article")
 @pass_context
 def history(ctx: Context, article: str) -> None:
-    """Every version of ARTICLE (an article id, key or URL): time, kind, title."""
+    """Every version of ARTICLE (an article id, key or URL, or the id or URL of the
+    page or changelog source that tracks it): time, kind, title."""
     head, versions = _history(ctx, article)
     click.echo(f"{head['title']}\n  id {head['article_id']}  key {head['article_key']}")
     for v in versions:
@@ -287,7 +288,10 @@ def _history(ctx: Context, article: str) -> tuple[dict[str, Any], list[dict[str,
     with ctx.services() as services:
         found = article_history(services, article)
     if found is None or not found[1]:
-        raise UserError(f"no article matches {article!r} (give an article id, key or URL)")
+        raise UserError(
+            f"no article matches {article!r} (give an article id, key or URL, or the id "
+            "or URL of a page or changelog source)"
+        )
     return found
 
 

@@ -14,9 +14,19 @@ from adapters.normalize import canonical_url
 from daemon.watch import backlog
 from storage.db import sqlite_path
 from storage.events import from_iso
-from storage.schema import article_versions, articles, events, fetch_log, rejections
+from storage.schema import (
+    article_versions,
+    articles,
+    events,
+    fetch_log,
+    rejections,
+    source_config,
+    source_state,
+)
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from daemon.service import Services
 
 
@@ -102,7 +112,8 @@ def render(report: dict[str, Any]) -> str:
 def article_history(
     services: Services, ident: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """The article named by id, key, URL or file name, and its versions, oldest first."""
+    """The article named by id, key, URL or file name, and its versions, oldest first;
+    else the article that a page or changelog source (its id or URL) tracks."""
     candidates = {ident, f"file:{ident}"}
     if "://" in ident:
         candidates.add(canonical_url(ident))
@@ -113,6 +124,11 @@ def article_history(
             )
         ).first()
         if head is None:
+            tracked = _tracked_article(conn, ident)
+            if tracked is None:
+                return None
+            head = conn.execute(select(articles).where(articles.c.article_id == tracked)).first()
+        if head is None:
             return None
         versions = conn.execute(
             select(article_versions)
@@ -120,6 +136,22 @@ def article_history(
             .order_by(article_versions.c.version)
         ).all()
     return dict(head._mapping), [dict(v._mapping) for v in versions]
+
+
+def _tracked_article(conn: Connection, ident: str) -> str | None:
+    """The article id a page or changelog source keeps in its cursor, for the source
+    named by its id or the URL it was added with (the tracker's page, not the
+    article's own URL); the most recently added one if several have that URL."""
+    c, s = source_config, source_state
+    row = conn.execute(
+        select(s.c.cursor)
+        .join(c, c.c.source_id == s.c.source_id)
+        .where(or_(c.c.source_id == ident, c.c.url == ident), c.c.kind != "feed")
+        .order_by(c.c.added_at.desc())
+    ).first()
+    cursor = row.cursor if row is not None else None
+    article_id = cursor.get("article_id") if isinstance(cursor, dict) else None
+    return article_id if isinstance(article_id, str) else None
 
 
 def _backlog(services: Services) -> tuple[int, float | None]:

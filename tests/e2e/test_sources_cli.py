@@ -61,6 +61,12 @@ def test_sources_poll_and_reading_history_back(storyline: Storyline, server: Ser
     assert len(lines) == 3 and all("changelog" in line for line in lines)
     assert "tracker 0 at 2017-12-22 09:31" in lines[0]
 
+    # the tracker's page, as the source was added, and the source's id name it too
+    assert run(site, "history", server.url(NS)) == history
+    assert run(site, "history", changelog_id) == history
+    feed = site.cli("history", server.url("/feed.xml"))  # a feed tracks no one article
+    assert feed.returncode == 2 and "no article matches" in feed.stderr
+
     diff = run(site, "diff", GUARDIAN, "2", "3")
     assert "{+Boris Johnson and Sergei Lavrov spar" in diff or "{+" in diff
     assert "[-" in diff
