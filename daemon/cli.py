@@ -208,7 +208,7 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.argument("article")
 @pass_context
 def history(ctx: Context, article: str) -> None:
-    """Every version of ARTICLE (an article id, key or URL, or the id or URL of the
+    """Every version of ARTICLE (an article id, key or URL, or the id, name or URL of the
     page or changelog source that tracks it): time, kind, title."""
     head, versions = _history(ctx, article)
     click.echo(f"{head['title']}\n  id {head['article_id']}  key {head['article_key']}")
@@ -289,8 +289,8 @@ def _history(ctx: Context, article: str) -> tuple[dict[str, Any], list[dict[str,
         found = article_history(services, article)
     if found is None or not found[1]:
         raise UserError(
-            f"no article matches {article!r} (give an article id, key or URL, or the id "
-            "or URL of a page or changelog source)"
+            f"no article matches {article!r} (give an article id, key or URL, or the id, "
+            "name or URL of a page or changelog source)"
         )
     return found
 

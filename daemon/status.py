@@ -113,7 +113,7 @@ def article_history(
     services: Services, ident: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """The article named by id, key, URL or file name, and its versions, oldest first;
-    else the article that a page or changelog source (its id or URL) tracks."""
+    else the article that a page or changelog source (its id, name or URL) tracks."""
     candidates = {ident, f"file:{ident}"}
     if "://" in ident:
         candidates.add(canonical_url(ident))
@@ -140,13 +140,14 @@ def article_history(
 
 def _tracked_article(conn: Connection, ident: str) -> str | None:
     """The article id a page or changelog source keeps in its cursor, for the source
-    named by its id or the URL it was added with (the tracker's page, not the
-    article's own URL); the most recently added one if several have that URL."""
+    named by its id, its name or the URL it was added with (the tracker's page, not
+    the article's own URL); the most recently added one if several have that URL."""
     c, s = source_config, source_state
     row = conn.execute(
         select(s.c.cursor)
         .join(c, c.c.source_id == s.c.source_id)
-        .where(or_(c.c.source_id == ident, c.c.url == ident), c.c.kind != "feed")
+        .where(or_(c.c.source_id == ident, c.c.url == ident, c.c.name == ident))
+        .where(c.c.kind != "feed")
         .order_by(c.c.added_at.desc())
     ).first()
     cursor = row.cursor if row is not None else None

@@ -42,7 +42,9 @@ def test_sources_poll_and_reading_history_back(storyline: Storyline, server: Ser
     site = storyline
     site.write_config(http__allow_private_networks=True, http__per_host_min_delay=0.0)
     site.init()
-    changelog_id = run(site, "sources", "add", server.url(NS), "--kind", "changelog").strip()
+    changelog_id = run(
+        site, "sources", "add", server.url(NS), "--kind", "changelog", "--name", "Sniffer"
+    ).strip()
     feed_id = run(site, "sources", "add", server.url("/feed.xml"), "--name", "Example").strip()
     assert changelog_id.startswith("src-") and feed_id.startswith("src-")
 
@@ -63,7 +65,7 @@ def test_sources_poll_and_reading_history_back(storyline: Storyline, server: Ser
 
     # the tracker's page, as the source was added, and the source's id name it too
     assert run(site, "history", server.url(NS)) == history
-    assert run(site, "history", changelog_id) == history
+    assert run(site, "history", changelog_id) == run(site, "history", "Sniffer") == history
     feed = site.cli("history", server.url("/feed.xml"))  # a feed tracks no one article
     assert feed.returncode == 2 and "no article matches" in feed.stderr
 
