@@ -26,9 +26,15 @@ What it does, and does not:
   ``_set_timeout``); a TLS one with Python's socket timeout.
 - A request header whose name or value holds a line break is refused before anything
   is sent (``LocalProtocolError``).
-- A kept-alive connection the server has closed, or that has something unread, is
-  dropped before reuse; if a reused connection fails before any byte of the response,
-  the request is sent once more on a new connection (GET and HEAD are idempotent).
+- A kept-alive connection idle for ``look_after`` seconds or more (10 ms by default)
+  is polled before reuse and dropped if the server has closed it or sent something
+  unasked. A younger one is not polled (the poll is a system call and, with many
+  threads, a hand-off of the GIL): bytes that arrive within those milliseconds of the
+  last answer are no more caught than bytes arriving just after any reuse, which no
+  poll can catch. If a reused connection fails before any byte of the response,
+  answers with bytes that are not the start of an answer, or answers "408 Request
+  Timeout" (a server closing it for idleness), the request is sent once more on a new
+  connection (GET and HEAD are idempotent).
 - Errors are httpx's: ``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``,
   ``WriteTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``.
 
@@ -127,8 +133,9 @@ class _Connection:
         """Idle for less than ``expiry`` seconds, and nothing to read: a closed or
         confused connection is readable (EOF or stray bytes). One idle for less than
         ``look_after`` seconds is not looked at (a system call, and a hand-off of the
-        GIL): if the server has closed it meanwhile, or sent stray bytes, the request is
-        sent again on a new connection (``Http1Transport.send``)."""
+        GIL): if the server has closed it meanwhile, sent bytes that are not an answer
+        or a 408, the request is sent again on a new connection (``Http1Transport.send``
+        and ``_exchange``)."""
         idle = now - self.idle_since
         if idle > expiry:
             return False
@@ -202,7 +209,7 @@ class Http1Transport(httpx.BaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 10,
         keepalive_expiry: float = 5.0,
-        look_after: float = 1.0,
+        look_after: float = 0.01,
         connect: Connect | None = None,
     ) -> None:
         """``look_after``: an idle connection is looked at for a close or stray bytes
@@ -394,8 +401,9 @@ class Http1Transport(httpx.BaseTransport):
         reused: bool,
     ) -> Reply:
         """``reused``: a head that does not parse is taken for stray bytes the server
-        sent after its last answer on this connection, and raises ``_Stale`` (the
-        request goes again on a new connection, where the same error is raised)."""
+        sent after its last answer on this connection, and a 408 for the server closing
+        it; either raises ``_Stale`` (the request goes again on a new connection, where
+        the same answer is an error or returned)."""
         sock = conn.sock
         try:
             _set_timeout(conn, min(write_timeout, deadline - time.monotonic()), send=True)
@@ -429,6 +437,10 @@ class Http1Transport(httpx.BaseTransport):
                             f"response head larger than {MAX_HEAD_BYTES} bytes"
                         )
                     _feed(parser, parsed, data[room:])
+            if reused and parser.get_status_code() == 408:
+                # sent by a server closing the connection for idleness, before our
+                # request came in (browsers send the request again too)
+                raise _Stale
         except BaseException:
             self._discard(conn)
             raise
@@ -455,8 +467,8 @@ class Reply:
 
 
 class _Stale(Exception):
-    """A reused connection failed before any byte of the response came back, or what
-    came back was not the start of an answer."""
+    """A reused connection failed before any byte of the response came back, what came
+    back was not the start of an answer, or it was a 408 (the server closing it)."""
 
 
 def _request_head(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:

@@ -221,6 +221,36 @@ def test_stray_bytes_after_an_answer_are_never_read_as_the_next_answer(
             assert len(server.requests) == 2
 
 
+def test_a_whole_unasked_answer_on_an_idle_connection_is_not_taken_for_the_next() -> None:
+    # the server answers request 1, then sends a second, complete answer nobody asked
+    # for: a connection idle past look_after is polled before reuse, and dropped
+    def script(n: int, request: bytes) -> Answer:
+        return (ok(b"first"), False, ok(b"STRAY")) if n == 1 else (ok(b"%d" % n), False)
+
+    with scripted(script) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[1] == b"first"
+        time.sleep(0.2)  # the unasked answer has come in
+        assert get(transport, server.url)[1] == b"2"
+    assert server.connections == 2
+
+
+def test_a_408_on_a_reused_connection_is_sent_again_on_a_new_one() -> None:
+    # a server closing an idle connection may say 408 first; on a reused connection
+    # that answer is the server's, not an answer to this request
+    timeout = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+    def script(n: int, request: bytes) -> Answer:
+        return (timeout, True) if n == 2 else (ok(b"%d" % n), False)
+
+    with scripted(script) as server, Http1Transport(look_after=1.0) as transport:
+        assert get(transport, server.url)[1] == b"1"
+        assert get(transport, server.url)[:2] == (200, b"3")
+        assert server.connections == 2
+    with scripted(lambda n, r: (timeout, True)) as server, Http1Transport() as transport:
+        assert get(transport, server.url)[0] == 408  # on a new connection: the answer
+    assert len(server.requests) == 1
+
+
 def test_reset_before_an_answer_on_a_reused_connection_is_retried_once() -> None:
     calls = {"n": 0}
 
