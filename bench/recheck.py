@@ -140,13 +140,13 @@ def timed(phase: Phase, base: str, work: Callable[[], Any]) -> Any:
 
 def median_phase(runs: list[Phase]) -> Phase:
     """One phase with the median wall and the median CPU time of ``runs`` (each taken
-    on its own), the first run's outcomes and the median run's server figures."""
-    by_wall = sorted(runs, key=lambda p: p.seconds)
-    middle = by_wall[len(runs) // 2]
+    on its own; the lower of the two middle ones for an even count), the first run's
+    outcomes and the server figures of the run whose wall time is reported."""
+    middle = sorted(runs, key=lambda p: p.seconds)[(len(runs) - 1) // 2]
     return Phase(
         pages=runs[0].pages,
-        seconds=statistics.median(p.seconds for p in runs),
-        cpu=statistics.median(p.cpu for p in runs),
+        seconds=middle.seconds,
+        cpu=statistics.median_low(p.cpu for p in runs),
         outcomes=runs[0].outcomes,
         server=middle.server,
         errors=[e for p in runs for e in p.errors],

@@ -26,3 +26,7 @@ class AlreadyRunning(StorylineError):
 
 class UserError(StorylineError):
     """A command-line argument does not name anything we know."""
+
+
+class NoSuchSource(UserError):
+    """No source has the id, URL or name given."""

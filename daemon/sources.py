@@ -13,7 +13,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from adapters.normalize import canonical_url, http_url_problem
 from daemon.config import SourceEntry
-from daemon.errors import UserError
+from daemon.errors import NoSuchSource, UserError
 from storage.events import (
     ArticleRestored,
     DomainEvent,
@@ -165,7 +165,7 @@ class Registry:
         if named:
             ids = ", ".join(row["source_id"] for row in named)
             raise UserError(f"the name {ident!r} is ambiguous: sources {ids}; give the id")
-        raise UserError(f"no source matches {ident!r} (give its id, URL or name)")
+        raise NoSuchSource(f"no source matches {ident!r} (give its id, URL or name)")
 
     def _check_name_free(self, name: str, sid: str) -> None:
         self.projector.catch_up()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select
 
 from adapters.normalize import canonical_url
+from daemon.errors import NoSuchSource
 from daemon.watch import backlog
 from storage.db import sqlite_path
 from storage.events import from_iso
@@ -20,13 +21,10 @@ from storage.schema import (
     events,
     fetch_log,
     rejections,
-    source_config,
     source_state,
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
     from daemon.service import Services
 
 
@@ -113,7 +111,8 @@ def article_history(
     services: Services, ident: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """The article named by id, key, URL or file name, and its versions, oldest first;
-    else the article that a page or changelog source (its id, name or URL) tracks."""
+    else the article that a page or changelog source tracks, the source named as
+    ``sources show`` takes it (id, URL or name; an ambiguous name is a UserError)."""
     candidates = {ident, f"file:{ident}"}
     if "://" in ident:
         candidates.add(canonical_url(ident))
@@ -123,13 +122,15 @@ def article_history(
                 or_(articles.c.article_id == ident, articles.c.article_key.in_(candidates))
             )
         ).first()
-        if head is None:
-            tracked = _tracked_article(conn, ident)
-            if tracked is None:
-                return None
+    if head is None:
+        tracked = _tracked_article(services, ident)
+        if tracked is None:
+            return None
+        with services.engine.connect() as conn:
             head = conn.execute(select(articles).where(articles.c.article_id == tracked)).first()
         if head is None:
             return None
+    with services.engine.connect() as conn:
         versions = conn.execute(
             select(article_versions)
             .where(article_versions.c.article_id == head.article_id)
@@ -138,19 +139,19 @@ def article_history(
     return dict(head._mapping), [dict(v._mapping) for v in versions]
 
 
-def _tracked_article(conn: Connection, ident: str) -> str | None:
-    """The article id a page or changelog source keeps in its cursor, for the source
-    named by its id, its name or the URL it was added with (the tracker's page, not
-    the article's own URL); the most recently added one if several have that URL."""
-    c, s = source_config, source_state
-    row = conn.execute(
-        select(s.c.cursor)
-        .join(c, c.c.source_id == s.c.source_id)
-        .where(or_(c.c.source_id == ident, c.c.url == ident, c.c.name == ident))
-        .where(c.c.kind != "feed")
-        .order_by(c.c.added_at.desc())
-    ).first()
-    cursor = row.cursor if row is not None else None
+def _tracked_article(services: Services, ident: str) -> str | None:
+    """The article id a page or changelog source keeps in its cursor (a feed tracks no
+    one article), for the source that ``ident`` names."""
+    try:
+        source = services.registry.resolve(ident)
+    except NoSuchSource:
+        return None
+    if source["kind"] == "feed":
+        return None
+    with services.engine.connect() as conn:
+        cursor = conn.execute(
+            select(source_state.c.cursor).where(source_state.c.source_id == source["source_id"])
+        ).scalar()
     article_id = cursor.get("article_id") if isinstance(cursor, dict) else None
     return article_id if isinstance(article_id, str) else None
 

@@ -66,6 +66,9 @@ def test_sources_poll_and_reading_history_back(storyline: Storyline, server: Ser
     # the tracker's page, as the source was added, and the source's id name it too
     assert run(site, "history", server.url(NS)) == history
     assert run(site, "history", changelog_id) == run(site, "history", "Sniffer") == history
+    # written another way that names the same source, as sources show takes it
+    other_spelling = server.url(NS).replace("http://", "HTTP://") + "#changes"
+    assert run(site, "history", other_spelling) == history
     feed = site.cli("history", server.url("/feed.xml"))  # a feed tracks no one article
     assert feed.returncode == 2 and "no article matches" in feed.stderr
 
