@@ -346,7 +346,7 @@ class Http1Transport(httpx.BaseTransport):
                     reused, method, head, write_timeout, read_timeout, until, reused=True
                 )
             except _Stale:
-                pass  # the server closed it meanwhile: once more, on a new one
+                pass  # closed or confused meanwhile (see _exchange): once more, on a new one
         conn = self._connect_new(key, min(connect_timeout, until - time.monotonic()))
         try:
             return self._exchange(
@@ -437,14 +437,14 @@ class Http1Transport(httpx.BaseTransport):
                             f"response head larger than {MAX_HEAD_BYTES} bytes"
                         )
                     _feed(parser, parsed, data[room:])
-            if reused and parser.get_status_code() == 408:
+            status = parser.get_status_code()
+            if reused and status == 408:
                 # sent by a server closing the connection for idleness, before our
                 # request came in (browsers send the request again too)
                 raise _Stale
         except BaseException:
             self._discard(conn)
             raise
-        status = parser.get_status_code()
         if method == "HEAD":
             parsed.complete, parsed.body = True, []
         names = {name.lower() for name, _ in parsed.headers}

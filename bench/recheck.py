@@ -234,13 +234,15 @@ def _storyline_phases(args: argparse.Namespace, base: str, tmp: Path) -> dict[st
 
         # A and B alternately, ``repeat`` times each: one cycle is half a second, short
         # enough for a hiccup of this shared machine to move it; the median is reported
+        runs_a: list[Phase] = []
+        runs_b: list[Phase] = []
         for _ in range(args.repeat):
             control(base, "/_mode/etag")
-            out.setdefault("unchanged_a_runs", []).append(cycle(Phase(n)))
+            runs_a.append(cycle(Phase(n)))
             control(base, "/_mode/plain")
-            out.setdefault("unchanged_b_runs", []).append(cycle(Phase(n)))
-        out["unchanged_a"] = median_phase(out["unchanged_a_runs"])
-        out["unchanged_b"] = median_phase(out["unchanged_b_runs"])
+            runs_b.append(cycle(Phase(n)))
+        out["unchanged_a_runs"], out["unchanged_b_runs"] = runs_a, runs_b
+        out["unchanged_a"], out["unchanged_b"] = median_phase(runs_a), median_phase(runs_b)
 
         control(base, "/_mode/etag")
         out["expected_revised"] = control(base, f"/_revise/{CHANGED_EVERY}")["revised"]

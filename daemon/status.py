@@ -25,6 +25,8 @@ from storage.schema import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Row
+
     from daemon.service import Services
 
 
@@ -116,20 +118,14 @@ def article_history(
     candidates = {ident, f"file:{ident}"}
     if "://" in ident:
         candidates.add(canonical_url(ident))
-    with services.engine.connect() as conn:
-        head = conn.execute(
-            select(articles).where(
-                or_(articles.c.article_id == ident, articles.c.article_key.in_(candidates))
-            )
-        ).first()
+    head = _article(
+        services, or_(articles.c.article_id == ident, articles.c.article_key.in_(candidates))
+    )
     if head is None:
         tracked = _tracked_article(services, ident)
-        if tracked is None:
-            return None
-        with services.engine.connect() as conn:
-            head = conn.execute(select(articles).where(articles.c.article_id == tracked)).first()
-        if head is None:
-            return None
+        head = None if tracked is None else _article(services, articles.c.article_id == tracked)
+    if head is None:
+        return None
     with services.engine.connect() as conn:
         versions = conn.execute(
             select(article_versions)
@@ -137,6 +133,11 @@ def article_history(
             .order_by(article_versions.c.version)
         ).all()
     return dict(head._mapping), [dict(v._mapping) for v in versions]
+
+
+def _article(services: Services, condition: ColumnElement[bool]) -> Row[Any] | None:
+    with services.engine.connect() as conn:
+        return conn.execute(select(articles).where(condition)).first()
 
 
 def _tracked_article(services: Services, ident: str) -> str | None:
